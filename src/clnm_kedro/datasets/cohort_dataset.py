@@ -1,0 +1,113 @@
+"""A cohort folder in the input contract (DESIGN.md), as one read-only Kedro dataset.
+
+Loading returns a :class:`RawCohort`: the two tables read as text (so that validation can say
+exactly which patient has a bad value) and a way to find each patient's image files. Images are
+not read here; preprocessing streams them one at a time.
+
+Saving is only for the simulator: the object saved must know how to write itself
+(``data.write(path)``), and it is that object's job never to overwrite an existing cohort.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Protocol
+
+import pandas as pd
+from kedro.io import AbstractDataset, DatasetError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm")
+VIEWS = ("longitudinal", "transverse")
+
+
+class WritableCohort(Protocol):
+    """Anything that can write a cohort folder (the simulator's cohort)."""
+
+    def write(self, cohort_dir: Path) -> None:
+        """Write the cohort folder, refusing to overwrite an existing one."""
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """Read a contract CSV with every cell as text; empty cells become missing values."""
+    return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class RawCohort:
+    """A cohort folder as found on disk: its tables as text, its images as paths."""
+
+    root: Path
+    clinical: pd.DataFrame
+    rois: pd.DataFrame
+
+    def image_candidates(self, patient_id: str, view: str) -> list[Path]:
+        """All files that could hold ``view`` of ``patient_id`` (any contract suffix, any case)."""
+        folder = self.root / "images" / patient_id
+        if not folder.is_dir():
+            return []
+        return sorted(
+            p
+            for p in folder.iterdir()
+            if p.is_file() and p.stem == view and p.suffix.lower() in IMAGE_SUFFIXES
+        )
+
+    def relative(self, path: Path) -> str:
+        """A path relative to the cohort folder, as written in reports."""
+        try:
+            return str(PurePosixPath(path.relative_to(self.root)))
+        except ValueError:
+            return str(path)
+
+
+class CohortDataset(AbstractDataset[WritableCohort, RawCohort]):
+    """The cohort folder named by the ``cohort_dir`` runtime parameter.
+
+    Example (``conf/base/catalog/01_raw.yml``)::
+
+        raw_cohort:
+          type: clnm_kedro.datasets.CohortDataset
+          path: ${runtime_params:cohort_dir,${globals:cohort_dir}}
+    """
+
+    def __init__(self, path: str, metadata: dict[str, Any] | None = None) -> None:
+        self._path = Path(path)
+        self.metadata = metadata
+
+    def load(self) -> RawCohort:
+        """Read ``clinical.csv`` and ``rois.csv``; images stay on disk."""
+        root = self._path
+        if not root.is_dir():
+            raise DatasetError(
+                f"No cohort folder at '{root}'. Write the synthetic cohort with "
+                "`kedro run --pipelines simulate`, or point to yours with "
+                "`kedro run --params cohort_dir=/path/to/cohort`."
+            )
+        tables = {}
+        for name in ("clinical.csv", "rois.csv"):
+            path = root / name
+            if not path.is_file():
+                raise DatasetError(
+                    f"The cohort folder '{root}' has no {name}; the input contract "
+                    "(DESIGN.md) needs clinical.csv, rois.csv and images/<patient_id>/."
+                )
+            try:
+                tables[name] = read_table(path)
+            except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+                raise DatasetError(f"Cannot read '{path}' as a CSV table: {exc}") from exc
+        return RawCohort(root=root, clinical=tables["clinical.csv"], rois=tables["rois.csv"])
+
+    def save(self, data: WritableCohort) -> None:
+        """Write a (synthetic) cohort; the cohort object refuses to overwrite an existing one."""
+        if not hasattr(data, "write"):
+            raise DatasetError(
+                f"CohortDataset can only save an object with a write(path) method, "
+                f"got {type(data).__name__}; raw cohorts are read-only."
+            )
+        data.write(self._path)
+
+    def _exists(self) -> bool:
+        return (self._path / "clinical.csv").is_file()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path)}

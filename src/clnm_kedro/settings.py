@@ -1,0 +1,19 @@
+"""Project settings (Kedro 1.x).
+
+kedro-mlflow registers its hooks itself through its entry point; its configuration lives in
+``conf/<env>/mlflow.yml``. Telemetry is switched off by ``KEDRO_DISABLE_TELEMETRY=true`` in
+the README's commands and in CI (clinical data: nothing leaves the machine).
+"""
+
+from kedro.config import OmegaConfigLoader
+
+CONFIG_LOADER_CLASS = OmegaConfigLoader
+CONFIG_LOADER_ARGS = {
+    "base_env": "base",
+    "default_run_env": "local",
+    "config_patterns": {
+        "catalog": ["catalog*", "catalog*/**", "**/catalog*"],
+        "parameters": ["parameters*", "parameters*/**", "**/parameters*"],
+        "mlflow": ["mlflow*", "mlflow*/**", "**/mlflow*"],
+    },
+}
