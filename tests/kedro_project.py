@@ -38,6 +38,7 @@ def make_project_copy(target: Path) -> Path:
         dirs_exist_ok=True,
     )
     (target / "conf" / "local").mkdir(exist_ok=True)
+    (target / "src").mkdir(exist_ok=True)  # bootstrap_project expects the source folder
     for layer in DATA_LAYERS:
         (target / "data" / layer).mkdir(parents=True, exist_ok=True)
     return target

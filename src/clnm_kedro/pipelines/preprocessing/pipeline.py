@@ -1,0 +1,70 @@
+"""Wiring of the ``preprocessing`` pipeline (see ``nodes.py``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kedro.pipeline import Node, Pipeline
+
+from clnm_kedro.pipelines.preprocessing.nodes import (
+    assign_patient_splits,
+    build_cohort_table,
+    build_data_quality_report,
+    check_images,
+    crop_rois,
+    validate_tables,
+)
+
+
+def create_pipeline(**kwargs: Any) -> Pipeline:
+    """Validate the cohort, crop and pair the ROIs, report exclusions, assign splits."""
+    return Pipeline(
+        [
+            Node(
+                validate_tables,
+                inputs=["raw_cohort", "params:preprocessing", "params:split"],
+                outputs=["validated_clinical", "roi_boxes", "table_exclusions"],
+                name="validate_cohort_tables",
+            ),
+            Node(
+                check_images,
+                inputs=["raw_cohort", "validated_clinical", "roi_boxes", "table_exclusions"],
+                outputs=["image_manifest", "file_exclusions"],
+                name="check_image_files",
+            ),
+            Node(
+                crop_rois,
+                inputs=["image_manifest", "params:preprocessing"],
+                outputs=["roi_crops", "cropped_patients", "crop_exclusions"],
+                name="crop_rois",
+            ),
+            Node(
+                build_cohort_table,
+                inputs=["validated_clinical", "cropped_patients"],
+                outputs="cohort_table",
+                name="build_cohort_table",
+            ),
+            Node(
+                build_data_quality_report,
+                inputs={
+                    "raw_cohort": "raw_cohort",
+                    "validated_clinical": "validated_clinical",
+                    "cohort_table": "cohort_table",
+                    "image_manifest": "image_manifest",
+                    "table_exclusions": "table_exclusions",
+                    "file_exclusions": "file_exclusions",
+                    "crop_exclusions": "crop_exclusions",
+                    "preprocessing": "params:preprocessing",
+                    "split": "params:split",
+                },
+                outputs=["data_quality_report", "exclusions", "preprocessing_metrics"],
+                name="build_data_quality_report",
+            ),
+            Node(
+                assign_patient_splits,
+                inputs=["cohort_table", "exclusions", "params:split", "params:seed"],
+                outputs="patient_splits",
+                name="assign_patient_splits",
+            ),
+        ]
+    )

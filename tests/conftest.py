@@ -1,0 +1,43 @@
+"""Shared fixtures: a small valid cohort folder and default preprocessing parameters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cohort_factory import FactoryCohort, write_cohort
+
+
+@pytest.fixture
+def cohort(tmp_path: Path) -> FactoryCohort:
+    """A valid two-centre cohort (30 training, 12 external patients, 60×80 PNG frames)."""
+    return write_cohort(tmp_path / "cohort")
+
+
+@pytest.fixture
+def preprocessing_params() -> dict[str, Any]:
+    """The ``preprocessing`` parameter block, small crops for speed."""
+    return {
+        "image_size": 32,
+        "roi_margin": 0.25,
+        "intensity_percentiles": [0.5, 99.5],
+        "clinical_columns": [
+            "age",
+            "sex",
+            "tumor_size_mm",
+            "capsule_contact",
+            "microcalcification",
+            "hashimoto",
+            "location",
+        ],
+        "require_labels": True,
+        "progress_bar": False,
+    }
+
+
+@pytest.fixture
+def split_params() -> dict[str, Any]:
+    """The ``split`` parameter block for cohorts written by ``write_cohort``."""
+    return {"external_centers": ["CENTER_B"], "n_folds": 5}
