@@ -1,0 +1,141 @@
+"""Wiring of the ``evaluation`` pipeline (see ``nodes.py``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kedro.pipeline import Node, Pipeline
+
+from clnm_kedro.pipelines.evaluation.nodes import (
+    build_report,
+    build_study_table,
+    collect_mlflow_metrics,
+    compare_models,
+    compare_with_oracle,
+    compute_metrics,
+    compute_subgroup_auc,
+    gather_predictions,
+    gradcam_node,
+    plot_calibration,
+    plot_decision_curves,
+    plot_roc,
+    plot_training_curves,
+)
+
+# Every model pipeline's predictions table, gathered into `predictions`.
+PREDICTION_TABLES = [
+    "dl_predictions",
+    "clinical_predictions",
+    "dl_features_predictions",
+    "combined_predictions",
+]
+NETWORKS = ["dl_dual", "dl_longitudinal", "dl_transverse"]
+
+
+def create_pipeline(**kwargs: Any) -> Pipeline:
+    """Metrics with CIs, DeLong tests, subgroups, oracle, figures, Grad-CAM and the report."""
+    gradcam_nodes = [
+        Node(
+            gradcam_node(network),
+            inputs=[
+                f"{network}_network",
+                "roi_crops",
+                "patient_splits",
+                "params:evaluation",
+                "params:seed",
+            ],
+            outputs=[f"gradcam_{network}", f"gradcam_{network}_for_report"],
+            name=f"plot_gradcam_{network}",
+        )
+        for network in NETWORKS
+    ]
+    return Pipeline(
+        [
+            Node(
+                gather_predictions,
+                inputs=PREDICTION_TABLES,
+                outputs="predictions",
+                name="gather_predictions",
+            ),
+            Node(
+                compute_metrics,
+                inputs=["predictions", "params:evaluation", "params:seed"],
+                outputs="metrics",
+                name="compute_metrics",
+            ),
+            Node(
+                compare_models,
+                inputs=["predictions", "params:evaluation"],
+                outputs="delong_tests",
+                name="compare_models_delong",
+            ),
+            Node(
+                build_study_table,
+                inputs=["metrics", "delong_tests"],
+                outputs="study_table",
+                name="build_study_table",
+            ),
+            Node(
+                compute_subgroup_auc,
+                inputs=["predictions", "cohort_table", "params:evaluation"],
+                outputs="subgroup_auc",
+                name="compute_subgroup_auc",
+            ),
+            Node(
+                compare_with_oracle,
+                inputs=["predictions", "simulation_oracle", "params:evaluation"],
+                outputs="oracle_comparison",
+                name="compare_with_oracle",
+            ),
+            Node(
+                collect_mlflow_metrics,
+                inputs=["metrics", "delong_tests", "oracle_comparison"],
+                outputs="evaluation_metrics",
+                name="collect_mlflow_metrics",
+            ),
+            Node(
+                plot_roc,
+                inputs=["predictions", "params:evaluation"],
+                outputs=["roc_curves", "roc_curves_for_report"],
+                name="plot_roc_curves",
+            ),
+            Node(
+                plot_calibration,
+                inputs=["predictions", "params:evaluation"],
+                outputs=["calibration_curves", "calibration_curves_for_report"],
+                name="plot_calibration_curves",
+            ),
+            Node(
+                plot_decision_curves,
+                inputs=["predictions", "params:evaluation"],
+                outputs=["decision_curves", "decision_curves_for_report"],
+                name="plot_decision_curves",
+            ),
+            Node(
+                plot_training_curves,
+                inputs={network: f"{network}_training_history" for network in NETWORKS},
+                outputs=["training_curves", "training_curves_for_report"],
+                name="plot_training_curves",
+            ),
+            *gradcam_nodes,
+            Node(
+                build_report,
+                inputs={
+                    "metrics": "metrics",
+                    "delong_tests": "delong_tests",
+                    "subgroup_auc": "subgroup_auc",
+                    "oracle_comparison": "oracle_comparison",
+                    "data_quality_report": "data_quality_report",
+                    "parameters": "parameters",
+                    # embedded figures, in the order the report shows them
+                    "roc_curves": "roc_curves_for_report",
+                    "calibration_curves": "calibration_curves_for_report",
+                    "decision_curves": "decision_curves_for_report",
+                    "training_curves": "training_curves_for_report",
+                    **{f"gradcam_{net}": f"gradcam_{net}_for_report" for net in NETWORKS},
+                },
+                outputs="report",
+                name="build_report",
+            ),
+        ]
+    )

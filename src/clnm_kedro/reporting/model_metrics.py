@@ -1,0 +1,792 @@
+"""The study's numbers from the predictions table: metrics per model and split, thresholds,
+paired DeLong tests, subgroup AUCs, the oracle comparison, and their MLflow names.
+
+Threshold rule. A model's Youden threshold is chosen on its training predictions and applied
+unchanged to every split (the external set included). ``threshold_splits`` is a preference
+list: the default ``[train_cv, train]`` uses the out-of-fold predictions where a model has them
+(the clinical, DL_F and combined heads) and the resubstitution ``train`` predictions otherwise
+(the networks). Out-of-fold probabilities are what the model gives patients it has not seen,
+so their cut-off carries over to new patients; a cut-off chosen where a flexible model has
+memorised its training patients sits too close to 0 or 1. Set ``[train]`` for the plain
+"training set" rule of the paper. The external set may never be listed.
+
+Degenerate data (a split or subgroup with one outcome class, too few events for DeLong's
+variance, probabilities that separate the classes so the calibration slope is infinite) gives
+NaN for the metrics concerned, with a log line, not an error.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from clnm_kedro.metrics import (
+    auc_per_row,
+    bootstrap_ci,
+    brier_score,
+    calibration_intercept_slope,
+    classification_metrics,
+    delong_ci,
+    delong_test,
+    hosmer_lemeshow,
+    youden_threshold,
+)
+from clnm_kedro.reporting.predictions import (
+    SPLIT_ORDER,
+    model_label,
+    models_in,
+    paired_scores,
+    split_label,
+    split_rows,
+)
+
+__all__ = [
+    "BOOTSTRAP_METRICS",
+    "DELONG_COLUMNS",
+    "METRIC_KEYS",
+    "MLFLOW_METRIC_KEYS",
+    "MODEL_KEYS",
+    "ORACLE_COLUMNS",
+    "STUDY_COMPARISONS",
+    "SUBGROUP_COLUMNS",
+    "EvaluationSettings",
+    "auc_with_ci",
+    "choose_thresholds",
+    "delong_comparisons",
+    "evaluate_predictions",
+    "mlflow_metrics",
+    "oracle_comparison",
+    "split_metrics",
+    "subgroup_auc",
+]
+
+logger = logging.getLogger(__name__)
+
+STUDY_COMPARISONS: tuple[tuple[str, str], ...] = (
+    ("dl_dual", "dl_longitudinal"),
+    ("dl_dual", "dl_transverse"),
+    ("combined", "dl_features"),
+    ("combined", "clinical"),
+)
+# Keys of every metrics.json entry models.<model>.splits.<split>.
+METRIC_KEYS: tuple[str, ...] = (
+    "n",
+    "events",
+    "auc",
+    "auc_lower",
+    "auc_upper",
+    "threshold",
+    "sensitivity",
+    "specificity",
+    "accuracy",
+    "ppv",
+    "npv",
+    "tp",
+    "fp",
+    "tn",
+    "fn",
+    "brier",
+    "calibration_intercept",
+    "calibration_slope",
+    "hosmer_lemeshow_statistic",
+    "hosmer_lemeshow_dof",
+    "hosmer_lemeshow_p",
+)
+# Keys of every metrics.json entry models.<model>.
+MODEL_KEYS: tuple[str, ...] = ("threshold", "threshold_split", "splits")
+# With the bootstrap switched on, each of these also gets <metric>_boot_lower/_boot_upper.
+BOOTSTRAP_METRICS: tuple[str, ...] = (
+    "auc",
+    "sensitivity",
+    "specificity",
+    "accuracy",
+    "ppv",
+    "npv",
+    "brier",
+)
+MLFLOW_METRIC_KEYS: tuple[str, ...] = (
+    "auc",
+    "auc_lower",
+    "auc_upper",
+    "threshold",
+    "sensitivity",
+    "specificity",
+    "accuracy",
+    "ppv",
+    "npv",
+    "brier",
+    "calibration_intercept",
+    "calibration_slope",
+    "hosmer_lemeshow_p",
+)
+DELONG_COLUMNS: tuple[str, ...] = ("split", "model_a", "model_b", "auc_a", "auc_b", "z", "p", "n")
+SUBGROUP_COLUMNS: tuple[str, ...] = (
+    "variable",
+    "subgroup",
+    "model",
+    "n",
+    "events",
+    "auc",
+    "auc_lower",
+    "auc_upper",
+)
+ORACLE_COLUMNS: tuple[str, ...] = (
+    "split",
+    "model",
+    "n",
+    "events",
+    "auc",
+    "auc_lower",
+    "auc_upper",
+    "oracle_auc",
+    "oracle_auc_lower",
+    "oracle_auc_upper",
+    "delong_p",
+)
+
+NAN = float("nan")
+
+
+def _positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"evaluation.{name} must be a positive whole number; got {value!r}.")
+    return int(value)
+
+
+def _number(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+        raise ValueError(f"evaluation.{name} must be a number; got {value!r}.")
+    return float(value)
+
+
+def _splits(values: Any, name: str) -> tuple[str, ...]:
+    if isinstance(values, str) or not isinstance(values, Sequence) or not values:
+        raise ValueError(f"evaluation.{name} must be a non-empty list of splits; got {values!r}.")
+    unknown = [value for value in values if value not in SPLIT_ORDER]
+    if unknown:
+        raise ValueError(
+            f"evaluation.{name} lists unknown split(s) {unknown}; use {list(SPLIT_ORDER)}."
+        )
+    return tuple(values)
+
+
+def _pairs(values: Any, name: str) -> tuple[tuple[str, str], ...]:
+    if values is None:
+        return ()
+    pairs: list[tuple[str, str]] = []
+    for item in values:
+        if isinstance(item, str) or not isinstance(item, Sequence) or len(item) != 2:
+            raise ValueError(f"evaluation.{name} must list [model_a, model_b] pairs; got {item!r}.")
+        a, b = (str(model) for model in item)
+        if a == b:
+            raise ValueError(f"evaluation.{name}: cannot compare {a} with itself.")
+        pairs.append((a, b))
+    return tuple(pairs)
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """The ``evaluation`` parameter block, checked (see ``parameters_evaluation.yml``)."""
+
+    confidence_level: float = 0.95
+    threshold_splits: tuple[str, ...] = ("train_cv", "train")
+    bootstrap: bool = False
+    bootstrap_resamples: int = 2000
+    calibration_bins: int = 10
+    comparisons: tuple[tuple[str, str], ...] = STUDY_COMPARISONS
+    comparison_splits: tuple[str, ...] = ("train", "external")
+    figure_splits: tuple[str, ...] = ("train", "external")
+    decision_thresholds: tuple[float, ...] = field(
+        default_factory=lambda: tuple(round(0.01 * i, 2) for i in range(1, 100))
+    )
+    subgroup_split: str = "external"
+    age_cutoff_years: float = 45.0
+    tumor_size_cutoff_mm: float = 5.0
+    gradcam_patients: int = 6
+    gradcam_split: str = "external"
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any] | None) -> EvaluationSettings:
+        """Read and check the ``evaluation`` parameter block (missing keys take defaults)."""
+        params = dict(params or {})
+        defaults = cls()
+        level = _number(
+            params.get("confidence_level", defaults.confidence_level), "confidence_level"
+        )
+        if not 0.0 < level < 1.0:
+            raise ValueError(f"evaluation.confidence_level must be between 0 and 1; got {level!r}.")
+        threshold_splits = _splits(
+            params.get("threshold_splits", defaults.threshold_splits), "threshold_splits"
+        )
+        if "external" in threshold_splits:
+            raise ValueError(
+                "evaluation.threshold_splits must not contain 'external': the threshold is "
+                "chosen on training data and only then applied to the external set."
+            )
+        boot = dict(params.get("bootstrap") or {})
+        subgroups = dict(params.get("subgroups") or {})
+        gradcam = dict(params.get("gradcam") or {})
+        decision = dict(params.get("decision_curve") or {})
+        lowest = _number(decision.get("min_threshold", 0.01), "decision_curve.min_threshold")
+        highest = _number(decision.get("max_threshold", 0.99), "decision_curve.max_threshold")
+        step = _number(decision.get("step", 0.01), "decision_curve.step")
+        if not (0.0 <= lowest < highest < 1.0 and step > 0.0):
+            raise ValueError(
+                "evaluation.decision_curve needs 0 <= min_threshold < max_threshold < 1 and "
+                f"step > 0; got {decision!r}."
+            )
+        n_steps = math.floor((highest - lowest) / step + 1e-9)
+        thresholds = tuple(round(lowest + i * step, 10) for i in range(n_steps + 1))
+        subgroup_split = str(subgroups.get("split", defaults.subgroup_split))
+        gradcam_split = str(gradcam.get("split", defaults.gradcam_split))
+        _splits([subgroup_split], "subgroups.split")
+        if gradcam_split not in ("train", "external"):
+            raise ValueError(
+                f"evaluation.gradcam.split must be 'train' or 'external'; got {gradcam_split!r}."
+            )
+        extra = _pairs(params.get("extra_comparisons"), "extra_comparisons")
+        comparisons = tuple(dict.fromkeys((*STUDY_COMPARISONS, *extra)))
+        return cls(
+            confidence_level=level,
+            threshold_splits=threshold_splits,
+            bootstrap=bool(boot.get("enabled", defaults.bootstrap)),
+            bootstrap_resamples=_positive_int(
+                boot.get("n_resamples", defaults.bootstrap_resamples), "bootstrap.n_resamples"
+            ),
+            calibration_bins=_positive_int(
+                params.get("calibration_bins", defaults.calibration_bins), "calibration_bins"
+            ),
+            comparisons=comparisons,
+            comparison_splits=_splits(
+                params.get("comparison_splits", defaults.comparison_splits), "comparison_splits"
+            ),
+            figure_splits=_splits(
+                params.get("figure_splits", defaults.figure_splits), "figure_splits"
+            ),
+            decision_thresholds=thresholds,
+            subgroup_split=subgroup_split,
+            age_cutoff_years=_number(
+                subgroups.get("age_cutoff_years", defaults.age_cutoff_years),
+                "subgroups.age_cutoff_years",
+            ),
+            tumor_size_cutoff_mm=_number(
+                subgroups.get("tumor_size_cutoff_mm", defaults.tumor_size_cutoff_mm),
+                "subgroups.tumor_size_cutoff_mm",
+            ),
+            gradcam_patients=_positive_int(
+                gradcam.get("n_patients", defaults.gradcam_patients), "gradcam.n_patients"
+            ),
+            gradcam_split=gradcam_split,
+        )
+
+
+# --- AUC and the per-split metrics -------------------------------------------------------------
+
+
+def _both_classes(y: np.ndarray, minimum: int = 1) -> bool:
+    events = int(y.sum())
+    return events >= minimum and (y.size - events) >= minimum
+
+
+def auc_with_ci(y: np.ndarray, p: np.ndarray, level: float) -> tuple[float, float, float]:
+    """AUC with its DeLong interval; NaN interval (or NaN AUC) where it cannot be estimated.
+
+    DeLong's variance needs two patients with and two without the event; with fewer (but both
+    classes present) only the AUC is given; with one class nothing is.
+    """
+    if _both_classes(y, minimum=2):
+        result = delong_ci(y, p, level)
+        return result.auc, result.lower, result.upper
+    if _both_classes(y):
+        return float(auc_per_row(y, p[np.newaxis, :])[0]), NAN, NAN
+    return NAN, NAN, NAN
+
+
+def _rates_per_row(y: np.ndarray, matrix: np.ndarray, threshold: float) -> dict[str, np.ndarray]:
+    predicted = matrix >= threshold
+    event = y.astype(bool)[np.newaxis, :]
+    tp = np.sum(predicted & event, axis=1).astype(np.float64)
+    fp = np.sum(predicted & ~event, axis=1).astype(np.float64)
+    tn = np.sum(~predicted & ~event, axis=1).astype(np.float64)
+    fn = np.sum(~predicted & event, axis=1).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {
+            "sensitivity": tp / (tp + fn),
+            "specificity": tn / (tn + fp),
+            "accuracy": (tp + tn) / y.size,
+            "ppv": np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), np.nan),
+            "npv": np.where(tn + fn > 0, tn / np.maximum(tn + fn, 1), np.nan),
+        }
+
+
+def _bootstrap_metrics(
+    y: np.ndarray, p: np.ndarray, threshold: float, settings: EvaluationSettings, seed: int
+) -> dict[str, float]:
+    """Stratified bootstrap percentile intervals of :data:`BOOTSTRAP_METRICS`.
+
+    The threshold stays fixed (it is not re-chosen in each resample).
+    """
+    result = {
+        f"{name}_boot_{bound}": NAN for name in BOOTSTRAP_METRICS for bound in ("lower", "upper")
+    }
+    if not _both_classes(y):
+        return result
+    batch: dict[str, Any] = {
+        "auc": auc_per_row,
+        "brier": lambda labels, matrix: np.mean((matrix - labels[np.newaxis, :]) ** 2, axis=1),
+    }
+    if math.isfinite(threshold):
+        for name in ("sensitivity", "specificity", "accuracy", "ppv", "npv"):
+            batch[name] = lambda labels, matrix, name=name: _rates_per_row(
+                labels, matrix, threshold
+            )[name]
+    for name, metric in batch.items():
+        interval = bootstrap_ci(
+            y,
+            p,
+            metric,
+            seed=seed,
+            n_boot=settings.bootstrap_resamples,
+            level=settings.confidence_level,
+            vectorized=True,
+        )
+        result[f"{name}_boot_lower"] = interval.lower
+        result[f"{name}_boot_upper"] = interval.upper
+    return result
+
+
+def split_metrics(
+    y: np.ndarray,
+    p: np.ndarray,
+    threshold: float,
+    settings: EvaluationSettings,
+    seed: int,
+    *,
+    context: str = "",
+) -> dict[str, float | int]:
+    """Every metric of :data:`METRIC_KEYS` for one model on one split.
+
+    Parameters
+    ----------
+    y, p
+        Outcomes (0/1) and predicted probabilities of the same patients.
+    threshold
+        The model's Youden threshold from its training predictions (NaN: none could be chosen).
+    settings
+        Checked evaluation parameters.
+    seed
+        Seed of the bootstrap.
+    context
+        Words naming the model and split, for log lines.
+    """
+    y = np.asarray(y, dtype=np.int64)
+    p = np.asarray(p, dtype=np.float64)
+    auc, lower, upper = auc_with_ci(y, p, settings.confidence_level)
+    if not _both_classes(y):
+        logger.warning(
+            "%s: every patient has the same outcome, so AUC and calibration are not estimable.",
+            context,
+        )
+    result: dict[str, float | int] = {
+        "n": int(y.size),
+        "events": int(y.sum()),
+        "auc": auc,
+        "auc_lower": lower,
+        "auc_upper": upper,
+        "threshold": threshold,
+    }
+    if math.isfinite(threshold):
+        result.update(classification_metrics(y, p, threshold))
+    else:
+        result.update(
+            {name: NAN for name in ("sensitivity", "specificity", "accuracy", "ppv", "npv")}
+        )
+        result.update({"tp": NAN, "fp": NAN, "tn": NAN, "fn": NAN})
+    result["brier"] = brier_score(y, p)
+
+    result["calibration_intercept"] = result["calibration_slope"] = NAN
+    if _both_classes(y):
+        try:
+            fit = calibration_intercept_slope(y, p)
+            result["calibration_intercept"], result["calibration_slope"] = fit
+        except RuntimeError as error:
+            logger.warning(
+                "%s: calibration intercept and slope not estimable (%s).", context, error
+            )
+    result["hosmer_lemeshow_statistic"] = result["hosmer_lemeshow_p"] = NAN
+    result["hosmer_lemeshow_dof"] = NAN
+    try:
+        hl = hosmer_lemeshow(y, p, min(settings.calibration_bins, y.size))
+        result["hosmer_lemeshow_statistic"] = hl.statistic
+        result["hosmer_lemeshow_dof"] = hl.dof
+        result["hosmer_lemeshow_p"] = hl.p_value
+    except ValueError as error:
+        logger.warning("%s: Hosmer-Lemeshow test not computed (%s)", context, error)
+    if settings.bootstrap:
+        result.update(_bootstrap_metrics(y, p, threshold, settings, seed))
+    return result
+
+
+def choose_thresholds(
+    predictions: pd.DataFrame, threshold_splits: Sequence[str]
+) -> dict[str, tuple[float, str | None]]:
+    """Each model's Youden threshold and the training split it was chosen on.
+
+    The first split of ``threshold_splits`` in which the model has predictions with both
+    outcomes is used (see the module notes). A model with none gets ``(nan, None)``.
+    """
+    if "external" in threshold_splits:
+        raise ValueError("A threshold may not be chosen on the external set.")
+    chosen: dict[str, tuple[float, str | None]] = {}
+    for model in models_in(predictions):
+        chosen[model] = (NAN, None)
+        for split in threshold_splits:
+            rows = split_rows(predictions, model, split)
+            y = rows["clnm"].to_numpy(dtype=np.int64)
+            if len(rows) and _both_classes(y):
+                threshold = youden_threshold(y, rows["probability"].to_numpy(dtype=np.float64))
+                chosen[model] = (threshold, split)
+                logger.info(
+                    "%s: Youden threshold %.3f chosen on the %s, applied unchanged to every set.",
+                    model_label(model),
+                    threshold,
+                    split_label(split).lower(),
+                )
+                break
+        else:
+            logger.warning(
+                "%s has no training predictions with both outcomes in %s; no threshold, so "
+                "sensitivity, specificity and the other rates are not reported.",
+                model_label(model),
+                list(threshold_splits),
+            )
+    return chosen
+
+
+def evaluate_predictions(
+    predictions: pd.DataFrame, settings: EvaluationSettings, seed: int
+) -> dict[str, Any]:
+    """The content of ``metrics.json``: every model and split of the predictions.
+
+    Returns
+    -------
+    dict
+        ``confidence_level``, ``threshold_rule`` (words), ``threshold_splits`` and ``models``:
+        ``{model: {threshold, threshold_split, splits: {split: {METRIC_KEYS...}}}}`` with the
+        bootstrap bounds added to each split when switched on. Values are floats or ints; NaN
+        marks what could not be estimated.
+    """
+    thresholds = choose_thresholds(predictions, settings.threshold_splits)
+    models: dict[str, Any] = {}
+    for model in models_in(predictions):
+        threshold, chosen_on = thresholds[model]
+        splits: dict[str, Any] = {}
+        for split in SPLIT_ORDER:
+            rows = split_rows(predictions, model, split)
+            if rows.empty:
+                continue
+            splits[split] = split_metrics(
+                rows["clnm"].to_numpy(),
+                rows["probability"].to_numpy(),
+                threshold,
+                settings,
+                seed,
+                context=f"{model_label(model)}, {split_label(split).lower()}",
+            )
+        models[model] = {"threshold": threshold, "threshold_split": chosen_on, "splits": splits}
+        if "external" in splits:
+            ext = splits["external"]
+            logger.info(
+                "%s on the external test set: AUC %.3f (%.3f-%.3f), %d patients.",
+                model_label(model),
+                ext["auc"],
+                ext["auc_lower"],
+                ext["auc_upper"],
+                ext["n"],
+            )
+    return {
+        "confidence_level": settings.confidence_level,
+        "threshold_rule": (
+            "Youden threshold (score >= threshold is positive) chosen on the "
+            + ", where the model has it, otherwise on the ".join(
+                split_label(split).lower() for split in settings.threshold_splits
+            )
+            + "; applied unchanged to every set, the external test set included"
+        ),
+        "threshold_splits": list(settings.threshold_splits),
+        "bootstrap": {
+            "enabled": settings.bootstrap,
+            "n_resamples": settings.bootstrap_resamples,
+        },
+        "models": models,
+    }
+
+
+# --- Paired DeLong tests ------------------------------------------------------------------------
+
+
+def delong_comparisons(
+    predictions: pd.DataFrame,
+    comparisons: Iterable[tuple[str, str]],
+    splits: Iterable[str],
+) -> pd.DataFrame:
+    """Paired DeLong tests of the configured model pairs on each split.
+
+    Pairs with a model absent from a split are skipped with a log line; pairs that cannot be
+    tested (too few events) get NaN ``z`` and ``p``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`DELONG_COLUMNS`.
+    """
+    rows: list[dict[str, Any]] = []
+    for split in splits:
+        present = set(models_in(predictions, split))
+        for model_a, model_b in comparisons:
+            missing = [model for model in (model_a, model_b) if model not in present]
+            if missing:
+                logger.info(
+                    "DeLong test %s vs %s on the %s skipped: no predictions of %s.",
+                    model_a,
+                    model_b,
+                    split_label(split).lower(),
+                    " and ".join(missing),
+                )
+                continue
+            y, p_a, p_b = paired_scores(predictions, split, model_a, model_b)
+            if _both_classes(y, minimum=2):
+                test = delong_test(y, p_a, p_b)
+                auc_a, auc_b, z, p = test.auc_a, test.auc_b, test.z, test.p
+            else:
+                logger.warning(
+                    "DeLong test %s vs %s on the %s not estimable: too few patients with or "
+                    "without CLNM.",
+                    model_a,
+                    model_b,
+                    split_label(split).lower(),
+                )
+                auc_a, auc_b, z, p = NAN, NAN, NAN, NAN
+            rows.append(
+                {
+                    "split": split,
+                    "model_a": model_a,
+                    "model_b": model_b,
+                    "auc_a": auc_a,
+                    "auc_b": auc_b,
+                    "z": z,
+                    "p": p,
+                    "n": int(y.size),
+                }
+            )
+    return pd.DataFrame(rows, columns=list(DELONG_COLUMNS))
+
+
+# --- Subgroups ----------------------------------------------------------------------------------
+
+
+def _subgroup_masks(
+    cohort: pd.DataFrame, age_cutoff: float, size_cutoff: float
+) -> list[tuple[str, str, pd.Series]]:
+    masks: list[tuple[str, str, pd.Series]] = [
+        ("all", "all patients", pd.Series(True, index=cohort.index))
+    ]
+    if "sex" in cohort.columns:
+        sex = cohort["sex"].astype("string").str.upper()
+        for value, words in (("F", "female"), ("M", "male")):
+            masks.append(("sex", words, sex == value))
+    else:
+        logger.info("Subgroups by sex skipped: the cohort table has no 'sex' column.")
+    if "age" in cohort.columns:
+        age = pd.to_numeric(cohort["age"], errors="coerce")
+        masks += [
+            ("age", f"age < {age_cutoff:g} years", age < age_cutoff),
+            ("age", f"age ≥ {age_cutoff:g} years", age >= age_cutoff),
+        ]
+    else:
+        logger.info("Subgroups by age skipped: the cohort table has no 'age' column.")
+    if "tumor_size_mm" in cohort.columns:
+        size = pd.to_numeric(cohort["tumor_size_mm"], errors="coerce")
+        masks += [
+            ("tumor_size", f"tumour ≤ {size_cutoff:g} mm", size <= size_cutoff),
+            ("tumor_size", f"tumour > {size_cutoff:g} mm", size > size_cutoff),
+        ]
+    else:
+        logger.info("Subgroups by tumour size skipped: no 'tumor_size_mm' column.")
+    return [(variable, name, mask.fillna(False).astype(bool)) for variable, name, mask in masks]
+
+
+def subgroup_auc(
+    predictions: pd.DataFrame,
+    cohort_table: pd.DataFrame,
+    settings: EvaluationSettings,
+) -> pd.DataFrame:
+    """AUC with DeLong CI of every model by subgroup (sex, age, tumour size) on one split.
+
+    Patients missing the subgroup variable are left out of that variable's subgroups. A
+    subgroup with one outcome class gets NaN AUC and CI (not an error).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`SUBGROUP_COLUMNS`, one row per subgroup and model.
+    """
+    split = settings.subgroup_split
+    if "patient_id" not in cohort_table.columns:
+        raise ValueError("cohort_table lacks the column 'patient_id'.")
+    cohort = (
+        cohort_table.assign(patient_id=cohort_table["patient_id"].astype(str))
+        .drop_duplicates("patient_id")
+        .set_index("patient_id")
+    )
+    rows: list[dict[str, Any]] = []
+    for model in models_in(predictions, split):
+        scored = split_rows(predictions, model, split).set_index("patient_id")
+        unknown = scored.index.difference(cohort.index)
+        if len(unknown):
+            logger.warning(
+                "%d patient(s) scored by %s are not in the cohort table (e.g. %s) and are left "
+                "out of the subgroups.",
+                len(unknown),
+                model_label(model),
+                unknown[0],
+            )
+            scored = scored.drop(index=unknown)
+        matched = cohort.loc[scored.index]
+        for variable, name, mask in _subgroup_masks(
+            matched, settings.age_cutoff_years, settings.tumor_size_cutoff_mm
+        ):
+            chosen = scored[mask.to_numpy()]
+            y = chosen["clnm"].to_numpy(dtype=np.int64)
+            p = chosen["probability"].to_numpy(dtype=np.float64)
+            auc, lower, upper = auc_with_ci(y, p, settings.confidence_level)
+            rows.append(
+                {
+                    "variable": variable,
+                    "subgroup": name,
+                    "model": model,
+                    "n": int(y.size),
+                    "events": int(y.sum()),
+                    "auc": auc,
+                    "auc_lower": lower,
+                    "auc_upper": upper,
+                }
+            )
+    return pd.DataFrame(rows, columns=list(SUBGROUP_COLUMNS))
+
+
+# --- Oracle -------------------------------------------------------------------------------------
+
+
+def oracle_comparison(
+    predictions: pd.DataFrame, oracle: pd.DataFrame, settings: EvaluationSettings
+) -> pd.DataFrame:
+    """Each model's AUC beside the AUC of the simulator's true risk, on the same patients.
+
+    The oracle risk is what the best possible model would predict; a model's AUC above it on
+    the training set points to overfitting. A real cohort has no oracle (an empty table):
+    the result is then empty.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`ORACLE_COLUMNS` (``delong_p``: paired DeLong test model vs oracle).
+    """
+    empty = pd.DataFrame(columns=list(ORACLE_COLUMNS))
+    if oracle is None or oracle.empty:
+        logger.info("No oracle risk for this cohort (a real cohort): no oracle comparison.")
+        return empty
+    missing = [column for column in ("patient_id", "oracle_risk") if column not in oracle.columns]
+    if missing:
+        raise ValueError(f"simulation_oracle lacks column(s) {missing}.")
+    risk = pd.to_numeric(oracle["oracle_risk"], errors="coerce")
+    bad = ~risk.between(0.0, 1.0)
+    if bad.any():
+        raise ValueError(
+            "simulation_oracle: oracle_risk must be a probability in [0, 1]; patient(s) "
+            f"{oracle.loc[bad, 'patient_id'].astype(str).tolist()[:5]} are not."
+        )
+    true_risk = pd.Series(risk.to_numpy(), index=oracle["patient_id"].astype(str))
+    true_risk = true_risk[~true_risk.index.duplicated()]
+    level = settings.confidence_level
+    rows: list[dict[str, Any]] = []
+    for split in ("external", "train", "train_cv"):
+        for model in models_in(predictions, split):
+            scored = split_rows(predictions, model, split).set_index("patient_id")
+            common = scored.index.intersection(true_risk.index)
+            if len(common) < len(scored):
+                logger.warning(
+                    "%d %s patient(s) of %s have no oracle risk and are left out.",
+                    len(scored) - len(common),
+                    split_label(split).lower(),
+                    model_label(model),
+                )
+            y = scored.loc[common, "clnm"].to_numpy(dtype=np.int64)
+            p = scored.loc[common, "probability"].to_numpy(dtype=np.float64)
+            q = true_risk.loc[common].to_numpy(dtype=np.float64)
+            auc, lower, upper = auc_with_ci(y, p, level)
+            oracle_auc, oracle_lower, oracle_upper = auc_with_ci(y, q, level)
+            p_value = delong_test(y, p, q).p if _both_classes(y, minimum=2) else NAN
+            rows.append(
+                {
+                    "split": split,
+                    "model": model,
+                    "n": int(y.size),
+                    "events": int(y.sum()),
+                    "auc": auc,
+                    "auc_lower": lower,
+                    "auc_upper": upper,
+                    "oracle_auc": oracle_auc,
+                    "oracle_auc_lower": oracle_lower,
+                    "oracle_auc_upper": oracle_upper,
+                    "delong_p": p_value,
+                }
+            )
+    return pd.DataFrame(rows, columns=list(ORACLE_COLUMNS)) if rows else empty
+
+
+# --- MLflow ------------------------------------------------------------------------------------
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float | np.number) and math.isfinite(float(value))
+
+
+def mlflow_metrics(
+    metrics: Mapping[str, Any], delong_tests: pd.DataFrame, oracle: pd.DataFrame
+) -> dict[str, dict[str, float | int]]:
+    """Key figures as MLflow metrics named ``<split>.<model>.<metric>``.
+
+    E.g. ``external.combined.auc``, ``external.dl_dual.auc_lower``,
+    ``external.dl_dual_vs_dl_longitudinal.delong_p``, ``external.oracle.auc``. Values that
+    could not be estimated (NaN or missing) are left out.
+
+    Returns
+    -------
+    dict
+        ``{name: {"value": float, "step": 0}}`` for kedro-mlflow's
+        ``MlflowMetricsHistoryDataset``.
+    """
+    logged: dict[str, dict[str, float | int]] = {}
+
+    def put(name: str, value: Any) -> None:
+        if _finite(value):
+            logged[name] = {"value": float(value), "step": 0}
+
+    for model, entry in metrics.get("models", {}).items():
+        for split, values in entry.get("splits", {}).items():
+            for key in MLFLOW_METRIC_KEYS:
+                put(f"{split}.{model}.{key}", values.get(key))
+    for row in delong_tests.itertuples(index=False):
+        put(f"{row.split}.{row.model_a}_vs_{row.model_b}.delong_p", row.p)
+    if not oracle.empty:
+        for split, rows in oracle.groupby("split", sort=False):
+            best = rows.sort_values("n", ascending=False).iloc[0]
+            put(f"{split}.oracle.auc", best["oracle_auc"])
+    return logged

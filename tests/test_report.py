@@ -1,0 +1,366 @@
+"""The ``evaluation`` pipeline run by Kedro's runner on synthetic inputs, the HTML report it
+writes, its figures, and its catalog entries (files and MLflow artifacts)."""
+
+from __future__ import annotations
+
+import base64
+import re
+import xml.etree.ElementTree as ET
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+
+from clnm_kedro.metrics import delong_ci
+from clnm_kedro.networks import build_network
+from clnm_kedro.pipelines.evaluation import create_pipeline
+from clnm_kedro.pipelines.evaluation.nodes import plot_decision_curves, plot_roc
+from clnm_kedro.reporting.predictions import MODEL_LABELS
+from clnm_kedro.reporting.tables import format_auc
+
+torch.set_num_threads(1)
+
+PROJECT = Path(__file__).resolve().parents[1]
+MODELS = ("dl_dual", "dl_longitudinal", "dl_transverse", "clinical", "dl_features", "combined")
+NETWORKS = {"dl_dual": "dual", "dl_longitudinal": "longitudinal", "dl_transverse": "transverse"}
+SIZE = 24
+EVALUATION = yaml.safe_load((PROJECT / "conf/base/parameters_evaluation.yml").read_text())[
+    "evaluation"
+]
+EVALUATION = {**EVALUATION, "gradcam": {"split": "external", "n_patients": 2}}
+HOSTILE = '<script src="https://example.org/x.js"></script>'
+
+
+def synthetic_inputs(oracle: bool = True) -> dict[str, Any]:
+    """Every free input of the evaluation pipeline, for a small two-centre cohort."""
+    rng = np.random.default_rng(11)
+    n_train, n_external = 60, 40
+    splits = pd.DataFrame(
+        {
+            "patient_id": [f"A{i:02d}" for i in range(n_train)]
+            + [f"B{i:02d}" for i in range(n_external)],
+            "center": ["CENTER_A"] * n_train + ["CENTER_B"] * n_external,
+            "clnm": rng.binomial(1, 0.4, n_train + n_external),
+            "split": ["train"] * n_train + ["external"] * n_external,
+            "fold": list(np.arange(n_train) % 5) + [-1] * n_external,
+        }
+    )
+    cohort = splits[["patient_id", "center", "clnm"]].assign(
+        age=rng.normal(45, 10, len(splits)).round(),
+        sex=rng.choice(["F", "M"], len(splits)),
+        tumor_size_mm=rng.uniform(2, 10, len(splits)),
+    )
+
+    def rows(model: str, split_names: tuple[str, ...], strength: float) -> pd.DataFrame:
+        parts = []
+        for split in split_names:
+            part = splits[splits["split"] == ("external" if split == "external" else "train")]
+            z = strength * (part["clnm"].to_numpy() - 0.5) + rng.normal(0, 1, len(part))
+            parts.append(
+                part[["patient_id", "center", "clnm"]].assign(
+                    split=split, model=model, probability=1 / (1 + np.exp(-z))
+                )
+            )
+        return pd.concat(parts, ignore_index=True)
+
+    history = pd.DataFrame(
+        {
+            "epoch": [1, 2, 3],
+            "train_loss": [0.7, 0.6, 0.5],
+            "val_loss": [0.69, 0.64, 0.66],
+            "val_auc": [0.6, 0.7, 0.66],
+            "lr": 1e-3,
+            "seconds": 2.0,
+        }
+    )
+    inputs: dict[str, Any] = {
+        "dl_predictions": pd.concat(
+            [
+                rows(m, ("train", "external"), s)
+                for m, s in (("dl_dual", 1.5), ("dl_longitudinal", 1.0), ("dl_transverse", 0.8))
+            ],
+            ignore_index=True,
+        ),
+        "clinical_predictions": rows("clinical", ("train", "train_cv", "external"), 1.1),
+        "dl_features_predictions": rows("dl_features", ("train", "train_cv", "external"), 1.4),
+        "combined_predictions": rows("combined", ("train", "train_cv", "external"), 2.2),
+        "roi_crops": rng.integers(0, 256, size=(len(splits), 2, SIZE, SIZE), dtype=np.uint8),
+        "patient_splits": splits,
+        "cohort_table": cohort,
+        "simulation_oracle": (
+            cohort[["patient_id", "center"]].assign(oracle_risk=0.2 + 0.5 * cohort["clnm"])
+            if oracle
+            else pd.DataFrame()
+        ),
+        "data_quality_report": {
+            "patients_read": 103,
+            "patients_included": 100,
+            "patients_excluded": 3,
+            "counts_per_center_and_label": {
+                "after_exclusions": {"CENTER_A": {"clnm_0": 36, "clnm_1": 24, "total": 60}}
+            },
+            "exclusions": [{"patient_id": "A99", "center": "CENTER_A", "reason": HOSTILE}],
+            "clinical_columns": {"used": ["age", "sex"], "skipped": ["hashimoto"]},
+        },
+        "params:evaluation": EVALUATION,
+        "params:seed": 7,
+        "parameters": {"seed": 7, "evaluation": EVALUATION, "note": "https://example.org"},
+    }
+    torch.manual_seed(0)
+    for model, kind in NETWORKS.items():
+        network = build_network({"network": {"kind": kind, "compact_channels": [4, 8]}})
+        inputs[f"{model}_network"] = network.eval()
+        inputs[f"{model}_training_history"] = history
+    return inputs
+
+
+class KeptDataset(MemoryDataset):
+    """A memory dataset the runner cannot empty, so a test can read every output afterwards."""
+
+    def _release(self) -> None:
+        pass
+
+
+def run_evaluation(oracle: bool = True) -> DataCatalog:
+    """Run the pipeline with Kedro's SequentialRunner on in-memory synthetic inputs."""
+    pipeline = create_pipeline()
+    datasets = {
+        name: KeptDataset(data, copy_mode="assign")
+        for name, data in synthetic_inputs(oracle).items()
+    }
+    for name in pipeline.all_outputs():
+        datasets[name] = KeptDataset(copy_mode="assign")
+    catalog = DataCatalog(datasets=datasets)
+    SequentialRunner().run(pipeline, catalog)
+    return catalog
+
+
+@pytest.fixture(scope="module")
+def evaluated() -> DataCatalog:
+    return run_evaluation()
+
+
+@pytest.fixture(scope="module")
+def report(evaluated: DataCatalog) -> str:
+    return evaluated.load("report")
+
+
+# --- the report ---------------------------------------------------------------------------------
+
+
+def test_report_contains_every_model_table_and_section(report: str, evaluated: DataCatalog) -> None:
+    for model in MODELS:
+        assert f"<code>{model}</code>" in report
+        assert MODEL_LABELS[model].replace("+", "+") in report
+    for heading in (
+        "Study table",
+        "Paired DeLong tests",
+        "AUC by subgroup",
+        "Models against the oracle",
+        "Cohort and data quality",
+        "Parameters of this run",
+    ):
+        assert heading in report
+    study = evaluated.load("study_table")
+    first_auc = study.iloc[0, 3].replace("–", "&#8211;")
+    assert first_auc in report
+    assert "evaluation.calibration_bins" in report  # the run's parameters, flattened
+    assert "<td>103</td>" in report  # data-quality counts
+
+
+def test_report_refers_to_no_network_resource(report: str) -> None:
+    assert not re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", report, re.I)
+    assert "<script" not in report.lower()
+    assert "<link" not in report.lower()
+    assert "url(" not in report.lower()
+    assert "@import" not in report.lower()
+    # Text from the data is escaped, never turned into markup.
+    assert "&lt;script src=&quot;https://example.org/x.js&quot;&gt;" in report
+    assert report.isascii()
+
+
+def test_report_embeds_every_figure_as_a_png_data_uri(report: str) -> None:
+    sources = re.findall(r'<img src="([^"]*)"', report)
+    # ROC, calibration, decision, training, three Grad-CAM panels and the oracle figure.
+    assert len(sources) == 8
+    for source in sources:
+        assert source.startswith("data:image/png;base64,")
+        png = base64.b64decode(source.split(",", 1)[1], validate=True)
+        assert png.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+class _TagBalance(HTMLParser):
+    VOID: ClassVar[frozenset[str]] = frozenset({"meta", "img", "br", "hr", "input", "link"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[str] = []
+        self.errors: list[str] = []
+        self.seen: set[str] = set()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.seen.add(tag)
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.seen.add(tag)  # <img ... />: opens and closes at once
+
+    def handle_endtag(self, tag: str) -> None:
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"</{tag}> closes {self.stack[-1:] or 'nothing'}")
+        else:
+            self.stack.pop()
+
+
+def test_report_parses_as_html(report: str) -> None:
+    assert report.startswith("<!DOCTYPE html>")
+    parser = _TagBalance()
+    parser.feed(report)
+    parser.close()
+    assert parser.errors == []
+    assert parser.stack == []
+    assert {"html", "head", "title", "style", "body", "table", "img", "figure"} <= parser.seen
+    # Also well-formed XML: every element closed, every entity numeric or predefined.
+    root = ET.fromstring(report.split("\n", 1)[1])
+    assert root.tag == "html"
+    assert len(root.findall(".//table")) >= 5
+
+
+def test_report_without_an_oracle_has_no_oracle_section() -> None:
+    catalog = run_evaluation(oracle=False)
+    assert catalog.load("oracle_comparison").empty
+    report = catalog.load("report")
+    assert "Models against the oracle" not in report
+    assert len(re.findall(r"<img ", report)) == 7
+    assert not any(
+        name.startswith("external.oracle") for name in catalog.load("evaluation_metrics")
+    )
+
+
+# --- outputs of the run -------------------------------------------------------------------------
+
+
+def test_run_writes_every_output(evaluated: DataCatalog) -> None:
+    metrics = evaluated.load("metrics")
+    assert set(metrics["models"]) == set(MODELS)
+    tests = evaluated.load("delong_tests")
+    assert len(tests) == 8  # the study's four comparisons on training and external sets
+    predictions = evaluated.load("predictions")
+    assert set(predictions["model"]) == set(MODELS)
+    logged = evaluated.load("evaluation_metrics")
+    assert "external.combined.auc" in logged
+    assert "external.oracle.auc" in logged
+    for name in (
+        "roc_curves",
+        "calibration_curves",
+        "decision_curves",
+        "training_curves",
+        "gradcam_dl_dual",
+        "gradcam_dl_longitudinal",
+        "gradcam_dl_transverse",
+    ):
+        figure = evaluated.load(name)
+        assert figure.axes, name
+    dual = evaluated.load("gradcam_dl_dual")
+    assert len(dual.axes) == 2 * 4  # two patients x (crop, overlay) x two views
+    single = evaluated.load("gradcam_dl_transverse")
+    assert len(single.axes) == 2 * 2
+
+
+def test_roc_legend_shows_each_models_auc_with_its_ci(evaluated: DataCatalog) -> None:
+    predictions = evaluated.load("predictions")
+    figure, _ = plot_roc(predictions, EVALUATION)
+    external = figure.axes[1]
+    labels = [text.get_text() for text in external.get_legend().get_texts()]
+    assert len(labels) == len(MODELS)
+    for model in MODELS:
+        rows = predictions[(predictions["model"] == model) & (predictions["split"] == "external")]
+        expected = format_auc(*delong_ci(rows["clnm"], rows["probability"]))
+        assert f"{MODEL_LABELS[model]}: {expected}" in labels
+
+
+def test_decision_curves_show_treat_all_and_treat_none(evaluated: DataCatalog) -> None:
+    figure, _ = plot_decision_curves(evaluated.load("predictions"), EVALUATION)
+    for axes in figure.axes:
+        labels = {line.get_label() for line in axes.get_lines()}
+        assert {"treat all", "treat none", MODEL_LABELS["combined"]} <= labels
+
+
+# --- catalog entries ----------------------------------------------------------------------------
+
+FIGURES = (
+    "roc_curves",
+    "calibration_curves",
+    "decision_curves",
+    "training_curves",
+    "gradcam_dl_dual",
+    "gradcam_dl_longitudinal",
+    "gradcam_dl_transverse",
+)
+ARTIFACT = "kedro_mlflow.io.artifacts.MlflowArtifactDataset"
+
+
+def _catalog_config() -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    for name in ("07_model_output.yml", "08_reporting.yml"):
+        config.update(yaml.safe_load((PROJECT / "conf/base/catalog" / name).read_text()))
+    return config
+
+
+def test_catalog_has_every_output_with_its_layer() -> None:
+    config = _catalog_config()
+    saved = {name for name in create_pipeline().all_outputs() if not name.endswith("_for_report")}
+    assert saved <= set(config)
+    for name in saved:
+        layer = config[name]["metadata"]["kedro-viz"]["layer"]
+        assert layer == ("model_output" if name == "predictions" else "reporting"), name
+    assert config["predictions"]["filepath"] == "data/07_model_output/predictions.csv"
+    assert config["metrics"]["dataset"]["filepath"] == "data/08_reporting/metrics.json"
+    assert config["delong_tests"]["dataset"]["filepath"] == "data/08_reporting/delong_tests.csv"
+    assert config["report"]["dataset"]["filepath"] == "data/08_reporting/report.html"
+    assert config["evaluation_metrics"]["type"].endswith("MlflowMetricsHistoryDataset")
+    assert "prefix" not in config["evaluation_metrics"]
+    for name in (*FIGURES, "report"):
+        assert config[name]["type"] == ARTIFACT
+    for name in FIGURES:
+        assert config[name]["dataset"]["type"] == "matplotlib.MatplotlibDataset"
+        assert config[name]["dataset"]["filepath"] == f"data/08_reporting/figures/{name}.png"
+
+
+@pytest.mark.slow  # creating an MLflow SQLite store takes ~10 s
+def test_catalog_saves_figures_and_report_as_mlflow_artifacts(
+    evaluated: DataCatalog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mlflow = pytest.importorskip("mlflow")
+    monkeypatch.chdir(tmp_path)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    config = _catalog_config()
+    names = ("roc_curves", "gradcam_dl_dual", "report", "metrics", "evaluation_metrics")
+    catalog = DataCatalog.from_config({name: config[name] for name in names})
+    try:
+        with mlflow.start_run() as run:
+            for name in names:
+                catalog.save(name, evaluated.load(name))
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert (tmp_path / "data/08_reporting/report.html").read_text(encoding="utf-8") == (
+        evaluated.load("report")
+    )
+    assert (tmp_path / "data/08_reporting/figures/roc_curves.png").read_bytes()[:4] == b"\x89PNG"
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    top = {item.path for item in client.list_artifacts(run.info.run_id)}
+    figures = {item.path for item in client.list_artifacts(run.info.run_id, "figures")}
+    assert {"report.html", "figures", "evaluation"} <= top
+    assert {"figures/roc_curves.png", "figures/gradcam_dl_dual.png"} <= figures
+    logged = client.get_run(run.info.run_id).data.metrics
+    assert logged["external.combined.auc"] == pytest.approx(
+        evaluated.load("metrics")["models"]["combined"]["splits"]["external"]["auc"]
+    )
