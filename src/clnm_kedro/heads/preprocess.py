@@ -17,7 +17,6 @@ Columns are sorted into three groups by name and dtype:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -161,9 +160,7 @@ def build_reduction(
     if method == "none":
         return "passthrough"
     if n_components is None or n_components < 1:
-        raise ValueError(
-            f"Reduction {method!r} needs n_components >= 1; got {n_components!r}."
-        )
+        raise ValueError(f"Reduction {method!r} needs n_components >= 1; got {n_components!r}.")
     k = int(min(n_components, n_dl_columns))
     if method == "pca":
         return PCA(n_components=k, random_state=seed)
@@ -175,7 +172,9 @@ def build_reduction(
     return SelectKBest(f_classif, k=k)
 
 
-def build_preprocessor(columns: FeatureColumns, reduction: object = "passthrough") -> ColumnTransformer:
+def build_preprocessor(
+    columns: FeatureColumns, reduction: object = "passthrough"
+) -> ColumnTransformer:
     """Build the (unfitted) column preprocessing of a head.
 
     Parameters
@@ -200,7 +199,10 @@ def build_preprocessor(columns: FeatureColumns, reduction: object = "passthrough
     if columns.categorical:
         categorical = Pipeline(
             [
-                ("as_strings", FunctionTransformer(as_string_categories, feature_names_out="one-to-one")),
+                (
+                    "as_strings",
+                    FunctionTransformer(as_string_categories, feature_names_out="one-to-one"),
+                ),
                 ("impute", SimpleImputer(strategy="most_frequent")),
                 ("one_hot", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
             ]
@@ -209,10 +211,3 @@ def build_preprocessor(columns: FeatureColumns, reduction: object = "passthrough
     if not transformers:
         raise ValueError("The feature table has no usable columns.")
     return ColumnTransformer(transformers, remainder="drop", sparse_threshold=0.0)
-
-
-def check_feature_table(X: pd.DataFrame, required: Sequence[str]) -> None:
-    """Raise a clear error if ``X`` lacks any of the ``required`` feature columns."""
-    missing = [name for name in required if name not in X.columns]
-    if missing:
-        raise ValueError(f"The table lacks the feature columns the head was built on: {missing}.")

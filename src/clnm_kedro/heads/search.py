@@ -1,0 +1,787 @@
+"""Optuna search over classifier families, and the refit of the best head.
+
+One Optuna study per (model, family), named ``"<model>.<family>"`` (e.g.
+``clinical.logistic_regression``), with a seeded TPE sampler and a median pruner. A trial's
+objective is the mean ROC AUC of a seeded, stratified, repeated k-fold cross-validation of
+the whole head pipeline (preprocessing + reduction + classifier, cloned and fitted inside
+every fold). The running mean is reported after each fold so that poor trials stop early.
+
+Only training-centre patients may be passed to the search: :func:`fit_head_on_training_rows`
+takes a table with a ``split`` column and keeps the ``train`` rows itself, and
+:func:`fit_head` refuses a table that still has identifier, label or split columns.
+
+Studies persist in an Optuna storage (``sqlite:///data/06_models/optuna.db`` by default; any
+SQLAlchemy URL, e.g. PostgreSQL, lets several workers share a study). Rerunning continues a
+stored study: only the trials still missing to reach ``n_trials`` are run. A stored study
+made on other data or with another search space is not silently continued (see
+``if_stored_study_differs``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import optuna
+import pandas as pd
+from matplotlib.figure import Figure
+from optuna.trial import TrialState
+from sklearn.base import clone
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import (
+    RepeatedStratifiedKFold,
+    StratifiedKFold,
+    cross_val_predict,
+)
+from sklearn.pipeline import Pipeline
+from sqlalchemy.engine import make_url
+from tqdm.auto import tqdm
+
+from clnm_kedro.heads.families import (
+    REDUCTION_PREFIX,
+    EstimatorOptions,
+    SearchSpace,
+    build_estimator,
+    draw_family_parameters,
+    draw_reduction,
+    parse_search_space,
+    single_threaded_numerics,
+)
+from clnm_kedro.heads.preprocess import (
+    DEFAULT_DL_PREFIX,
+    FeatureColumns,
+    build_preprocessor,
+    build_reduction,
+    feature_columns,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_STORAGE_URL = "sqlite:///data/06_models/optuna.db"
+NON_FEATURE_COLUMNS: tuple[str, ...] = ("patient_id", "center", "clnm", "split", "fold")
+FINISHED_STATES: tuple[TrialState, ...] = (TrialState.COMPLETE, TrialState.PRUNED)
+_HEAD_KEYS = frozenset(
+    {
+        "search_space",
+        "reduction",
+        "families",
+        "n_trials",
+        "timeout_s",
+        "cv",
+        "class_weight",
+        "n_jobs",
+        "dl_prefix",
+        "pruner",
+        "if_stored_study_differs",
+    }
+)
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """Validated settings of a head search (the ``heads`` parameter block).
+
+    Attributes
+    ----------
+    search_space
+        Hyperparameters per family and of the deep-learning feature reduction.
+    families
+        Families searched, in order (ties in CV AUC go to the earlier one).
+    n_trials
+        Trials per family (finished trials of a stored study count).
+    timeout_s
+        Seconds per family for new trials in this run (``None``: no limit).
+    n_splits, n_repeats
+        Stratified k-fold cross-validation, repeated ``n_repeats`` times.
+    class_weight
+        ``"balanced"`` or ``None``.
+    n_jobs
+        Threads for random forest and CatBoost.
+    dl_prefix
+        Columns starting with it are deep-learning features (reduced); others are not.
+    pruner_startup_trials, pruner_warmup_folds
+        Median pruner: trials before pruning starts; folds before a trial can be pruned.
+    if_stored_study_differs
+        ``"error"`` (default) or ``"replace"`` when a stored study was made on other data or
+        with another search space / CV / seed.
+    """
+
+    search_space: SearchSpace
+    families: tuple[str, ...]
+    n_trials: int = 20
+    timeout_s: float | None = 30.0
+    n_splits: int = 5
+    n_repeats: int = 1
+    class_weight: str | None = "balanced"
+    n_jobs: int = 1
+    dl_prefix: str = DEFAULT_DL_PREFIX
+    pruner_startup_trials: int = 5
+    pruner_warmup_folds: int = 1
+    if_stored_study_differs: Literal["error", "replace"] = "error"
+
+    def __post_init__(self) -> None:
+        _check_positive_int("n_trials", self.n_trials)
+        _check_positive_int("cv.n_splits", self.n_splits, minimum=2)
+        _check_positive_int("cv.n_repeats", self.n_repeats)
+        _check_positive_int("pruner.n_startup_trials", self.pruner_startup_trials, minimum=0)
+        _check_positive_int("pruner.n_warmup_steps", self.pruner_warmup_folds, minimum=0)
+        if self.timeout_s is not None and (
+            isinstance(self.timeout_s, bool)
+            or not isinstance(self.timeout_s, int | float)
+            or self.timeout_s <= 0
+        ):
+            raise ValueError(
+                f"heads.timeout_s must be a positive number or null; got {self.timeout_s!r}."
+            )
+        if self.if_stored_study_differs not in ("error", "replace"):
+            raise ValueError(
+                "heads.if_stored_study_differs must be 'error' or 'replace'; got "
+                f"{self.if_stored_study_differs!r}."
+            )
+        if not self.families:
+            raise ValueError("heads.families is empty: name at least one classifier family.")
+        missing = [f for f in self.families if f not in self.search_space.families]
+        if missing:
+            raise ValueError(
+                f"heads.families names {missing}, which have no entry in heads.search_space."
+            )
+        EstimatorOptions(class_weight=self.class_weight, n_jobs=self.n_jobs)
+
+    @property
+    def options(self) -> EstimatorOptions:
+        """Estimator options without a seed (the seed is given per fit)."""
+        return EstimatorOptions(class_weight=self.class_weight, n_jobs=self.n_jobs)
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> HeadSpec:
+        """Build and validate a spec from the ``heads`` parameter block (see module doc)."""
+        if isinstance(params, HeadSpec):
+            return params
+        if not isinstance(params, Mapping):
+            raise ValueError(
+                f"The heads parameters must be a mapping; got {type(params).__name__}."
+            )
+        unknown = sorted(set(params) - _HEAD_KEYS)
+        if unknown:
+            raise ValueError(f"heads: unknown keys {unknown}; allowed: {sorted(_HEAD_KEYS)}.")
+        if "search_space" not in params:
+            raise ValueError("heads.search_space is missing.")
+        cv = dict(params.get("cv") or {})
+        pruner = dict(params.get("pruner") or {})
+        for block, allowed in (
+            ("cv", {"n_splits", "n_repeats"}),
+            ("pruner", {"n_startup_trials", "n_warmup_steps"}),
+        ):
+            extra = sorted(set(cv if block == "cv" else pruner) - allowed)
+            if extra:
+                raise ValueError(
+                    f"heads.{block}: unknown keys {extra}; allowed: {sorted(allowed)}."
+                )
+        class_weight = params.get("class_weight", "balanced")
+        n_jobs = params.get("n_jobs", 1)
+        options = EstimatorOptions(class_weight=class_weight, n_jobs=n_jobs)
+        space = parse_search_space(params["search_space"], params.get("reduction"), options=options)
+        families = params.get("families") or list(space.families)
+        if isinstance(families, str) or not isinstance(families, list | tuple):
+            raise ValueError(f"heads.families must be a list of family names; got {families!r}.")
+        return cls(
+            search_space=space,
+            families=tuple(families),
+            n_trials=params.get("n_trials", 20),
+            timeout_s=params.get("timeout_s", 30.0),
+            n_splits=cv.get("n_splits", 5),
+            n_repeats=cv.get("n_repeats", 1),
+            class_weight=class_weight,
+            n_jobs=n_jobs,
+            dl_prefix=params.get("dl_prefix", DEFAULT_DL_PREFIX),
+            pruner_startup_trials=pruner.get("n_startup_trials", 5),
+            pruner_warmup_folds=pruner.get("n_warmup_steps", 1),
+            if_stored_study_differs=params.get("if_stored_study_differs", "error"),
+        )
+
+
+@dataclass
+class HeadResult:
+    """The tuned head of one model.
+
+    Attributes
+    ----------
+    pipeline
+        Best family's pipeline, refitted on all training rows.
+    family
+        Best family (highest cross-validated AUC).
+    params
+        Its hyperparameters: searched and fixed, reduction as ``reduction_method`` /
+        ``reduction_n_components``.
+    cv_auc
+        Its best mean cross-validated AUC.
+    comparison
+        One row per family: ``model, family, cv_auc, n_trials, n_pruned, search_seconds,
+        best_params`` (JSON), ``selected``.
+    studies
+        The Optuna study of each family.
+    """
+
+    pipeline: Pipeline
+    family: str
+    params: dict[str, Any]
+    cv_auc: float
+    comparison: pd.DataFrame
+    studies: dict[str, optuna.Study] = field(default_factory=dict)
+
+
+def _check_positive_int(name: str, value: Any, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"heads.{name} must be a whole number >= {minimum}; got {value!r}.")
+
+
+# --------------------------------------------------------------------------------------
+# Pipelines
+# --------------------------------------------------------------------------------------
+
+
+def resolved_parameters(
+    family: str, params: Mapping[str, Any], space: SearchSpace
+) -> dict[str, Any]:
+    """Add the family's fixed values to the searched ``params`` of a trial."""
+    fixed = {name: hp.value for name, hp in space.families[family].items() if hp.kind == "fixed"}
+    return {**fixed, **params}
+
+
+def build_head_pipeline(
+    columns: FeatureColumns,
+    family: str,
+    params: Mapping[str, Any],
+    options: EstimatorOptions,
+) -> Pipeline:
+    """Build an unfitted head: column preprocessing (+ reduction of DL columns) + classifier.
+
+    Parameters
+    ----------
+    columns
+        Feature column groups of the table.
+    family
+        Classifier family.
+    params
+        Hyperparameters (family names, plus ``reduction_method`` and
+        ``reduction_n_components`` for the deep-learning columns).
+    options
+        Seed, class weighting, threads.
+
+    Returns
+    -------
+    Pipeline
+        Steps ``preprocess`` (a ``ColumnTransformer``) and ``classifier``.
+    """
+    classifier_params = {k: v for k, v in params.items() if not k.startswith(REDUCTION_PREFIX)}
+    reduction = "passthrough"
+    method = params.get(REDUCTION_PREFIX + "method", "none")
+    if columns.dl and method != "none":
+        reduction = build_reduction(
+            method,
+            params.get(REDUCTION_PREFIX + "n_components"),
+            len(columns.dl),
+            options.seed,
+            options.class_weight,
+        )
+    return Pipeline(
+        [
+            ("preprocess", build_preprocessor(columns, reduction)),
+            ("classifier", build_estimator(family, classifier_params, options)),
+        ]
+    )
+
+
+def cv_splitter(spec: HeadSpec, seed: int) -> RepeatedStratifiedKFold:
+    """The seeded, stratified, repeated k-fold CV of the search."""
+    return RepeatedStratifiedKFold(
+        n_splits=spec.n_splits, n_repeats=spec.n_repeats, random_state=seed
+    )
+
+
+def out_of_fold_probabilities(
+    pipeline: Pipeline,
+    X: pd.DataFrame,
+    y: pd.Series | np.ndarray,
+    cv: int | StratifiedKFold | Iterable[Any] = 5,
+    seed: int = 0,
+) -> np.ndarray:
+    """Out-of-fold CLNM probabilities of training patients (the ``train_cv`` predictions).
+
+    The pipeline (with its chosen hyperparameters) is cloned and refitted in every fold; each
+    patient's probability comes from the fold that left that patient out.
+
+    Parameters
+    ----------
+    pipeline
+        A head pipeline (fitted or not; only its settings are used).
+    X, y
+        Training features and labels only.
+    cv
+        Number of stratified folds (shuffled with ``seed``), a splitter, or an iterable of
+        (train, test) index pairs that partitions the rows.
+    seed
+        Shuffling seed when ``cv`` is a number.
+
+    Returns
+    -------
+    np.ndarray
+        Probability of CLNM, one per row of ``X``.
+    """
+    if isinstance(cv, int):
+        cv = StratifiedKFold(n_splits=cv, shuffle=True, random_state=seed)
+    probabilities = cross_val_predict(
+        clone(pipeline), X, np.asarray(y), cv=cv, method="predict_proba"
+    )
+    return probabilities[:, 1]
+
+
+# --------------------------------------------------------------------------------------
+# Search
+# --------------------------------------------------------------------------------------
+
+
+def _fold_indices(
+    X: pd.DataFrame, y: np.ndarray, spec: HeadSpec, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    return list(cv_splitter(spec, seed).split(X, y))
+
+
+def make_objective(
+    X: pd.DataFrame,
+    y: np.ndarray,
+    family: str,
+    spec: HeadSpec,
+    seed: int,
+) -> Any:
+    """Optuna objective: mean CV AUC of ``family`` on the training rows ``X``, ``y``."""
+    columns = feature_columns(X, spec.dl_prefix)
+    folds = _fold_indices(X, y, spec, seed)
+    options = EstimatorOptions(seed=seed, class_weight=spec.class_weight, n_jobs=spec.n_jobs)
+    space = spec.search_space
+
+    def objective(trial: optuna.Trial) -> float:
+        params = draw_family_parameters(trial, family, space.families[family])
+        if columns.dl and space.reduction:
+            method, n_components = draw_reduction(trial, space.reduction)
+            params[REDUCTION_PREFIX + "method"] = method
+            if n_components is not None:
+                params[REDUCTION_PREFIX + "n_components"] = n_components
+        pipeline = build_head_pipeline(columns, family, params, options)
+        aucs: list[float] = []
+        for fold, (train_index, test_index) in enumerate(folds):
+            fitted = clone(pipeline).fit(X.iloc[train_index], y[train_index])
+            probabilities = fitted.predict_proba(X.iloc[test_index])[:, 1]
+            aucs.append(float(roc_auc_score(y[test_index], probabilities)))
+            trial.report(float(np.mean(aucs)), fold)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return float(np.mean(aucs))
+
+    return objective
+
+
+def _fingerprint(X: pd.DataFrame, y: np.ndarray, family: str, spec: HeadSpec, seed: int) -> str:
+    """Hash of everything that makes stored trials comparable: data, space, CV, seed."""
+    digest = hashlib.sha256()
+    digest.update(pd.util.hash_pandas_object(X, index=False).to_numpy().tobytes())
+    digest.update(json.dumps([str(c) for c in X.columns]).encode())
+    digest.update(np.asarray(y, dtype=np.int64).tobytes())
+    settings = (
+        family,
+        spec.search_space.families[family],
+        spec.search_space.reduction if feature_columns(X, spec.dl_prefix).dl else None,
+        spec.n_splits,
+        spec.n_repeats,
+        spec.class_weight,
+        spec.dl_prefix,
+        seed,
+    )
+    digest.update(repr(settings).encode())
+    return digest.hexdigest()
+
+
+def open_storage(storage_url: str | None) -> optuna.storages.BaseStorage:
+    """Open an Optuna storage; ``None`` keeps studies in memory (nothing persists).
+
+    For ``sqlite:///path`` the folder of ``path`` is created if needed.
+    """
+    if storage_url is None:
+        return optuna.storages.InMemoryStorage()
+    try:
+        url = make_url(storage_url)
+    except Exception as error:
+        raise ValueError(f"Not a valid Optuna storage URL: {storage_url!r} ({error}).") from error
+    if url.drivername.startswith("sqlite") and url.database not in (None, "", ":memory:"):
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.RDBStorage(storage_url)
+
+
+def finished_trials(study: optuna.Study) -> int:
+    """Number of complete or pruned trials of ``study``."""
+    return len(study.get_trials(deepcopy=False, states=FINISHED_STATES))
+
+
+def _open_study(
+    storage: optuna.storages.BaseStorage,
+    study_name: str,
+    seed: int,
+    spec: HeadSpec,
+    fingerprint: str,
+) -> optuna.Study:
+    def create() -> optuna.Study:
+        return optuna.create_study(
+            storage=storage,
+            study_name=study_name,
+            direction="maximize",
+            sampler=optuna.samplers.TPESampler(seed=seed),
+            pruner=optuna.pruners.MedianPruner(
+                n_startup_trials=spec.pruner_startup_trials,
+                n_warmup_steps=spec.pruner_warmup_folds,
+            ),
+            load_if_exists=True,
+        )
+
+    study = create()
+    stored = study.user_attrs.get("fingerprint")
+    if study.trials and stored != fingerprint:
+        if spec.if_stored_study_differs == "error":
+            raise ValueError(
+                f"The stored Optuna study {study_name!r} was made on other training data or "
+                "with another search space, CV or seed, so its trials cannot be continued. "
+                "Use another storage_url or model name, delete the study, or set "
+                "heads.if_stored_study_differs: replace."
+            )
+        logger.warning(
+            "Replacing the stored Optuna study %r: it was made on other training data or settings.",
+            study_name,
+        )
+        optuna.delete_study(study_name=study_name, storage=storage)
+        study = create()
+    if stored != fingerprint:
+        study.set_user_attr("fingerprint", fingerprint)
+    return study
+
+
+def tune_family(
+    X: pd.DataFrame,
+    y: np.ndarray,
+    family: str,
+    spec: HeadSpec,
+    *,
+    storage: optuna.storages.BaseStorage,
+    study_name: str,
+    seed: int,
+) -> tuple[optuna.Study, float]:
+    """Run (or continue) the study of one family; returns it and the seconds spent."""
+    study = _open_study(storage, study_name, seed, spec, _fingerprint(X, y, family, spec, seed))
+    missing = spec.n_trials - finished_trials(study)
+    start = time.perf_counter()
+    if missing > 0:
+        study.optimize(
+            make_objective(X, y, family, spec, seed),
+            n_trials=missing,
+            timeout=spec.timeout_s,
+            # Stops at n_trials finished even when several workers share the study.
+            callbacks=[optuna.study.MaxTrialsCallback(spec.n_trials, states=FINISHED_STATES)],
+        )
+    return study, time.perf_counter() - start
+
+
+@contextlib.contextmanager
+def quiet_optuna() -> Iterator[None]:
+    """Show only Optuna's warnings (not one line per trial) inside the block."""
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
+def _check_training_data(X: pd.DataFrame, y: Any, spec: HeadSpec) -> np.ndarray:
+    if not isinstance(X, pd.DataFrame):
+        raise ValueError(f"X must be a pandas DataFrame of features; got {type(X).__name__}.")
+    forbidden = [name for name in NON_FEATURE_COLUMNS if name in X.columns]
+    if forbidden:
+        raise ValueError(
+            f"The feature table still has the columns {forbidden}. Pass features only, or pass "
+            "the whole table to fit_head_on_training_rows, which keeps the training rows and "
+            "drops identifier, label and split columns itself."
+        )
+    labels = pd.Series(np.asarray(y, dtype=object).ravel())
+    if len(labels) != len(X):
+        raise ValueError(f"X has {len(X)} rows but y has {len(labels)} labels.")
+    bad = labels[~labels.isin([0, 1])]
+    if not bad.empty:
+        rows = list(X.index[bad.index[:10]])
+        raise ValueError(
+            f"CLNM labels must be 0 or 1 (no missing values); rows {rows} have "
+            f"{list(bad.iloc[:10])}."
+        )
+    y_array = labels.to_numpy(dtype=np.int64)
+    counts = np.bincount(y_array, minlength=2)
+    if counts.min() < spec.n_splits:
+        raise ValueError(
+            f"Stratified {spec.n_splits}-fold cross-validation needs at least {spec.n_splits} "
+            f"training patients with and without CLNM; got {counts[1]} with and {counts[0]} "
+            "without."
+        )
+    return y_array
+
+
+def _comparison_row(
+    model_name: str, family: str, study: optuna.Study, seconds: float, space: SearchSpace
+) -> dict[str, Any]:
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    pruned = study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
+    best_params = resolved_parameters(family, study.best_trial.params, space) if complete else None
+    return {
+        "model": model_name,
+        "family": family,
+        "cv_auc": study.best_value if complete else float("nan"),
+        "n_trials": len(complete) + len(pruned),
+        "n_pruned": len(pruned),
+        "search_seconds": round(seconds, 2),
+        "best_params": json.dumps(best_params, sort_keys=True, default=str),
+    }
+
+
+def fit_head(
+    X: pd.DataFrame,
+    y: pd.Series | np.ndarray,
+    spec: HeadSpec | Mapping[str, Any],
+    *,
+    storage_url: str | None = DEFAULT_STORAGE_URL,
+    model_name: str = "head",
+    seed: int = 0,
+) -> HeadResult:
+    """Tune every family by cross-validation, pick the best, refit it on all training rows.
+
+    The caller must pass training-centre patients only (features and CLNM labels); prefer
+    :func:`fit_head_on_training_rows`, which selects them from a table with a ``split``
+    column.
+
+    Parameters
+    ----------
+    X
+        Training features (no identifier, label or split columns).
+    y
+        CLNM labels (0/1) of the same rows.
+    spec
+        A :class:`HeadSpec` or the ``heads`` parameter block.
+    storage_url
+        Optuna storage URL (``None``: in memory, nothing persists).
+    model_name
+        Prefix of the study names (``<model_name>.<family>``), e.g. ``clinical``.
+    seed
+        Seed of the CV split, the TPE sampler and every estimator.
+
+    Returns
+    -------
+    HeadResult
+        The refitted best head, its parameters and CV AUC, the family comparison, the studies.
+    """
+    spec = HeadSpec.from_params(spec)
+    y_array = _check_training_data(X, y, spec)
+    columns = feature_columns(X, spec.dl_prefix)
+    storage = open_storage(storage_url)
+    studies: dict[str, optuna.Study] = {}
+    rows: list[dict[str, Any]] = []
+    with quiet_optuna(), single_threaded_numerics():
+        for family in tqdm(spec.families, desc=f"Tuning {model_name} heads", disable=None):
+            study, seconds = tune_family(
+                X,
+                y_array,
+                family,
+                spec,
+                storage=storage,
+                study_name=f"{model_name}.{family}",
+                seed=seed,
+            )
+            studies[family] = study
+            row = _comparison_row(model_name, family, study, seconds, spec.search_space)
+            rows.append(row)
+            logger.info(
+                "%s model, %s: best cross-validated AUC %.3f over %d trials (%d stopped early), "
+                "%.1f s.",
+                model_name,
+                family,
+                row["cv_auc"],
+                row["n_trials"],
+                row["n_pruned"],
+                seconds,
+            )
+    comparison = pd.DataFrame(rows)
+    if comparison["cv_auc"].isna().all():
+        raise ValueError(
+            f"No trial of any family completed for model {model_name!r}; raise heads.timeout_s."
+        )
+    best = int(comparison["cv_auc"].fillna(-np.inf).to_numpy().argmax())
+    comparison["selected"] = np.arange(len(comparison)) == best
+    family = str(comparison.loc[best, "family"])
+    params = resolved_parameters(family, studies[family].best_params, spec.search_space)
+    options = EstimatorOptions(seed=seed, class_weight=spec.class_weight, n_jobs=spec.n_jobs)
+    with single_threaded_numerics():
+        pipeline = build_head_pipeline(columns, family, params, options).fit(X, y_array)
+    cv_auc = float(comparison.loc[best, "cv_auc"])
+    logger.info(
+        "%s model: selected %s (cross-validated AUC %.3f), refitted on %d training patients.",
+        model_name,
+        family,
+        cv_auc,
+        len(X),
+    )
+    return HeadResult(pipeline, family, params, cv_auc, comparison, studies)
+
+
+# --------------------------------------------------------------------------------------
+# Table-level entry points (training rows selected here, never by the caller)
+# --------------------------------------------------------------------------------------
+
+
+def feature_table(
+    table: pd.DataFrame, non_feature_columns: Iterable[str] = NON_FEATURE_COLUMNS
+) -> pd.DataFrame:
+    """The feature columns of a head table (identifier, label and split columns dropped)."""
+    return table.drop(columns=[c for c in non_feature_columns if c in table.columns])
+
+
+def training_rows(
+    table: pd.DataFrame, split_column: str = "split", train_value: str = "train"
+) -> pd.DataFrame:
+    """The rows of ``table`` whose ``split`` is ``train``; raises if there are none."""
+    if split_column not in table.columns:
+        raise ValueError(
+            f"The table has no {split_column!r} column, so training-centre patients cannot be "
+            "told apart from external ones."
+        )
+    rows = table[table[split_column] == train_value]
+    if rows.empty:
+        found = sorted(map(str, table[split_column].dropna().unique()))
+        raise ValueError(
+            f"The table has no training rows ({split_column} == {train_value!r}); splits "
+            f"present: {found}."
+        )
+    return rows
+
+
+def fit_head_on_training_rows(
+    table: pd.DataFrame,
+    spec: HeadSpec | Mapping[str, Any],
+    *,
+    storage_url: str | None = DEFAULT_STORAGE_URL,
+    model_name: str = "head",
+    seed: int = 0,
+    target: str = "clnm",
+    non_feature_columns: Iterable[str] = NON_FEATURE_COLUMNS,
+) -> HeadResult:
+    """Fit a head on the training rows of a table that also holds external patients.
+
+    Only rows with ``split == "train"`` are used for tuning, selection and the refit;
+    external rows are dropped here, before anything is fitted.
+
+    Parameters
+    ----------
+    table
+        Head table: ``patient_id``, ``split``, ``clnm`` (+ other non-feature columns) and
+        the feature columns.
+    spec, storage_url, model_name, seed
+        As in :func:`fit_head`.
+    target
+        Label column.
+    non_feature_columns
+        Columns that are never features.
+
+    Returns
+    -------
+    HeadResult
+        As :func:`fit_head`.
+    """
+    train = training_rows(table)
+    if target not in train.columns:
+        raise ValueError(f"The table has no label column {target!r}.")
+    missing = train[train[target].isna()]
+    if not missing.empty:
+        who = list(missing.get("patient_id", missing.index)[:10])
+        raise ValueError(f"Training patients without a {target} label: {who}.")
+    return fit_head(
+        feature_table(train, non_feature_columns),
+        train[target].to_numpy(),
+        spec,
+        storage_url=storage_url,
+        model_name=model_name,
+        seed=seed,
+    )
+
+
+def predict_head(
+    pipeline: Pipeline,
+    table: pd.DataFrame,
+    non_feature_columns: Iterable[str] = NON_FEATURE_COLUMNS,
+) -> np.ndarray:
+    """CLNM probability of every row of ``table`` from a fitted head.
+
+    Raises
+    ------
+    ValueError
+        If ``table`` lacks a feature column the head was fitted on.
+    """
+    features = feature_table(table, non_feature_columns)
+    missing = [name for name in pipeline.feature_names_in_ if name not in features.columns]
+    if missing:
+        raise ValueError(f"The table lacks the feature columns the head was fitted on: {missing}.")
+    return pipeline.predict_proba(features)[:, 1]
+
+
+# --------------------------------------------------------------------------------------
+# Figures
+# --------------------------------------------------------------------------------------
+
+
+def optuna_figures(study: optuna.Study) -> dict[str, Figure | None]:
+    """Optuna's optimisation-history and parameter-importance figures of ``study``.
+
+    Returns
+    -------
+    dict
+        ``{"optimization_history": Figure | None, "param_importances": Figure | None}``;
+        ``None`` where the study has fewer than two complete trials (or, for importances,
+        no searched hyperparameter that varies).
+    """
+    import warnings  # noqa: PLC0415
+
+    from optuna.visualization import matplotlib as optuna_matplotlib  # noqa: PLC0415
+
+    figures: dict[str, Figure | None] = {"optimization_history": None, "param_importances": None}
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if len(complete) < 2:
+        return figures
+    with warnings.catch_warnings():
+        # optuna marks its matplotlib plots as experimental; that is optuna's own notice.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        axes = optuna_matplotlib.plot_optimization_history(study)
+        axes.set_title(f"Optimisation history: {study.study_name}")
+        figures["optimization_history"] = axes.figure
+        varying = {
+            name
+            for name in complete[0].params
+            if all(name in t.params for t in complete)
+            and len({repr(t.params[name]) for t in complete}) > 1
+        }
+        if varying:
+            evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)  # repeatable
+            axes = optuna_matplotlib.plot_param_importances(
+                study, evaluator=evaluator, params=sorted(varying)
+            )
+            axes.set_title(f"Hyperparameter importance: {study.study_name}")
+            figures["param_importances"] = axes.figure
+    return figures

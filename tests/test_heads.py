@@ -1,0 +1,459 @@
+"""Tests of the classifier heads (clnm_kedro.heads): families, search space, search, leakage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+import yaml
+from matplotlib.figure import Figure
+from sklearn.base import clone
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedKFold
+
+from clnm_kedro.heads import (
+    FAMILIES,
+    EstimatorOptions,
+    HeadSpec,
+    HyperParameter,
+    build_head_pipeline,
+    feature_columns,
+    fit_head,
+    fit_head_on_training_rows,
+    optuna_figures,
+    out_of_fold_probabilities,
+    parse_search_space,
+    predict_head,
+)
+
+matplotlib.use("Agg")
+
+PARAMETERS = Path(__file__).resolve().parents[1] / "conf/base/parameters_heads_example.yml"
+
+
+def make_table(n: int, seed: int = 0, n_dl: int = 6) -> tuple[pd.DataFrame, np.ndarray]:
+    """Features with a real signal, missing values and a categorical column, plus labels."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.35).astype(int)
+    table = pd.DataFrame(
+        {f"dl_{i}": rng.normal(size=n) + (0.9 * y if i < 2 else 0.0) for i in range(n_dl)}
+    )
+    table["age"] = rng.normal(45, 10, size=n) - 4 * y
+    table["tumor_size_mm"] = rng.gamma(4, 1.5, size=n) + 2 * y
+    table["sex"] = np.where(rng.random(n) < 0.2 + 0.25 * y, "M", "F").astype(object)
+    table["location"] = rng.choice(["upper", "middle", "lower"], size=n).astype(object)
+    table = table.mask(rng.random(table.shape) < 0.08)
+    table.loc[table.index[:3], "sex"] = None  # None, not NaN, as read from some files
+    return table, y
+
+
+def small_spec(**changes: Any) -> dict[str, Any]:
+    """A fast spec: few trials, 3-fold CV, small families."""
+    spec: dict[str, Any] = {
+        "families": ["logistic_regression"],
+        "n_trials": 3,
+        "timeout_s": None,
+        "cv": {"n_splits": 3, "n_repeats": 1},
+        "search_space": {
+            "logistic_regression": {
+                "C": {"type": "float", "low": 1.0e-2, "high": 10.0, "log": True},
+                "penalty": {"type": "categorical", "choices": ["l1", "l2", "elasticnet"]},
+                "l1_ratio": {"type": "float", "low": 0.1, "high": 0.9},
+            },
+            "knn": {"n_neighbors": {"type": "int", "low": 3, "high": 15}},
+            "catboost": {
+                "iterations": 30,
+                "depth": {"type": "int", "low": 2, "high": 4},
+                "learning_rate": {"type": "float", "low": 0.03, "high": 0.3, "log": True},
+            },
+            "svm": {"C": {"type": "float", "low": 0.1, "high": 10.0, "log": True}},
+        },
+        "reduction": {
+            "method": {"type": "categorical", "choices": ["none", "pca", "l1", "kbest"]},
+            "n_components": {"type": "int", "low": 2, "high": 4},
+        },
+    }
+    spec.update(changes)
+    return spec
+
+
+def middle_value(hyperparameter: HyperParameter) -> Any:
+    """The middle of a searched range (geometric for log ranges), the first choice, or the value."""
+    low, high = hyperparameter.low, hyperparameter.high
+    if hyperparameter.kind == "float":
+        return float(np.sqrt(low * high)) if hyperparameter.log else (low + high) / 2
+    if hyperparameter.kind == "int":
+        return round(np.sqrt(low * high)) if hyperparameter.log else (low + high) // 2
+    return hyperparameter.probe_values()[0]
+
+
+@pytest.fixture(scope="module")
+def default_spec() -> HeadSpec:
+    """The draft default parameter block, validated."""
+    return HeadSpec.from_params(yaml.safe_load(PARAMETERS.read_text())["heads"])
+
+
+# --------------------------------------------------------------------------------------
+# Families
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_each_family_fits_and_predicts_probabilities(default_spec: HeadSpec, family: str) -> None:
+    X, y = make_table(160, seed=1)
+    train, test = slice(0, 120), slice(120, 160)
+    space = default_spec.search_space.families[family]
+    params = {name: middle_value(hp) for name, hp in space.items()}
+    params |= {"reduction_method": "pca", "reduction_n_components": 3}
+    if family == "catboost":
+        params["iterations"] = 50
+    pipeline = build_head_pipeline(
+        feature_columns(X), family, params, EstimatorOptions(seed=0)
+    ).fit(X.iloc[train], y[train])
+    X_test = X.iloc[test].copy()
+    X_test.iloc[0, X_test.columns.get_loc("location")] = "isthmus"  # unseen category
+    probabilities = pipeline.predict_proba(X_test)
+    assert probabilities.shape == (40, 2)
+    assert np.isfinite(probabilities).all()
+    assert ((probabilities >= 0) & (probabilities <= 1)).all()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0)
+    # It learns the signal: apparent AUC well above chance.
+    train_probabilities = pipeline.predict_proba(X.iloc[train])[:, 1]
+    assert roc_auc_score(y[train], train_probabilities) > 0.6
+
+
+def test_reduction_applies_to_deep_learning_columns_only() -> None:
+    X, y = make_table(100, n_dl=8)
+    X = X.drop(columns="dl_7").assign(dl_7=1.0)  # no missing in one DL column
+    columns = feature_columns(X)
+    assert columns.dl == (*[f"dl_{i}" for i in range(7)], "dl_7")
+    assert columns.numeric == ("age", "tumor_size_mm")
+    assert columns.categorical == ("sex", "location")
+    params = {"C": 1.0, "reduction_method": "pca", "reduction_n_components": 2}
+    pipeline = build_head_pipeline(columns, "logistic_regression", params, EstimatorOptions())
+    preprocess = pipeline.fit(X, y).named_steps["preprocess"]
+    widths = {
+        name: preprocess.transform(X)[:, block].shape[1]
+        for name, block in preprocess.output_indices_.items()
+        if name != "remainder"
+    }
+    # 2 PCA components; 2 clinical values + 2 missing indicators; one-hot F/M and 3 locations.
+    assert widths == {"dl": 2, "numeric": 4, "categorical": 5}
+
+
+# --------------------------------------------------------------------------------------
+# Search-space validation
+# --------------------------------------------------------------------------------------
+
+C_RANGE = {"type": "float", "low": 1.0e-3, "high": 10.0, "log": True}
+
+
+@pytest.mark.parametrize(
+    ("search_space", "reduction", "message"),
+    [
+        ({"xgboost": {}}, None, r"unknown classifier family 'xgboost'"),
+        ({"svm": {"C": {"type": "uniform", "low": 0, "high": 1}}}, None, r"svm\.C: unknown type"),
+        (
+            {"svm": {"C": {"type": "float", "low": 10.0, "high": 1.0}}},
+            None,
+            r"svm\.C: low \(10\.0\) is greater than high \(1\.0\)",
+        ),
+        (
+            {"svm": {"C": {"type": "float", "low": 0.0, "high": 1.0, "log": True}}},
+            None,
+            r"svm\.C: a log-uniform range needs low > 0",
+        ),
+        (
+            {"knn": {"weights": {"type": "categorical", "choices": []}}},
+            None,
+            r"knn\.weights: 'choices' must be a non-empty list",
+        ),
+        (
+            {"random_forest": {"n_trees": {"type": "int", "low": 10, "high": 100}}},
+            None,
+            r"random_forest\.n_trees: RandomForestClassifier has no hyperparameter 'n_trees'",
+        ),
+        (
+            {"catboost": {"depth": {"type": "int", "low": 2.5, "high": 6}}},
+            None,
+            r"catboost\.depth: .*must be whole numbers",
+        ),
+        (
+            {"logistic_regression": {"penalty": {"type": "categorical", "choices": ["l1", "l3"]}}},
+            None,
+            r"logistic_regression\.penalty: \['l3'\] not supported",
+        ),
+        (
+            {"svm": {"C": {"type": "float", "low": 1, "high": 2, "choices": [1]}}},
+            None,
+            r"svm\.C: keys \['choices'\] are not allowed",
+        ),
+        ({"svm": {"C": C_RANGE}}, {"method": "tsne"}, r"Reduction search space: method"),
+        ({"svm": {"C": C_RANGE}}, {"method": "pca"}, r"'n_components' is needed"),
+    ],
+)
+def test_bad_search_space_gives_clear_error(
+    search_space: dict[str, Any], reduction: dict[str, Any] | None, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_search_space(search_space, reduction, check_values=False)
+
+
+@pytest.mark.parametrize(
+    ("search_space", "message"),
+    [
+        (
+            {"logistic_regression": {"l1_ratio": {"type": "float", "low": 0.0, "high": 2.0}}},
+            r"logistic_regression\.l1_ratio: the value 2\.0 is not accepted by LogisticRegression",
+        ),
+        (
+            {"catboost": {"iterations": 10, "boosting_type": "Fancy"}},
+            r"catboost\.boosting_type: the value 'Fancy' is not accepted by CatBoostClassifier",
+        ),
+        (
+            {"mlp": {"activation": {"type": "categorical", "choices": ["relu", "swish"]}}},
+            r"mlp\.activation: the value 'swish' is not accepted by MLPClassifier",
+        ),
+    ],
+)
+def test_value_the_estimator_rejects_gives_clear_error(
+    search_space: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_search_space(search_space)
+
+
+def test_bad_head_settings_give_clear_errors() -> None:
+    with pytest.raises(ValueError, match=r"heads: unknown keys \['n_trial'\]"):
+        HeadSpec.from_params(small_spec(n_trial=3))
+    with pytest.raises(ValueError, match=r"heads.families names \['mlp'\]"):
+        HeadSpec.from_params(small_spec(families=["mlp"]))
+    with pytest.raises(ValueError, match=r"heads.cv.n_splits must be a whole number >= 2"):
+        HeadSpec.from_params(small_spec(cv={"n_splits": 1}))
+
+
+def test_default_parameter_block_is_valid(default_spec: HeadSpec) -> None:
+    assert default_spec.families == (
+        "logistic_regression",
+        "svm",
+        "random_forest",
+        "catboost",
+        "knn",
+        "mlp",
+    )
+    assert default_spec.search_space.families["catboost"]["boosting_type"].value == "Plain"
+    assert default_spec.search_space.reduction["method"].choices == ("none", "pca", "l1", "kbest")
+
+
+# --------------------------------------------------------------------------------------
+# Search
+# --------------------------------------------------------------------------------------
+
+
+def test_stored_study_resumes(tmp_path: Path) -> None:
+    X, y = make_table(90)
+    storage_url = f"sqlite:///{tmp_path}/studies/optuna.db"
+    for n_trials in (3, 5, 5):
+        result = fit_head(
+            X, y, small_spec(n_trials=n_trials), storage_url=storage_url, model_name="clinical"
+        )
+        assert result.comparison.loc[0, "n_trials"] == n_trials
+    study = optuna.load_study(study_name="clinical.logistic_regression", storage=storage_url)
+    assert len(study.trials) == 5
+    assert all(t.state.is_finished() for t in study.trials)
+
+
+def test_stored_study_made_on_other_data_is_not_continued(tmp_path: Path) -> None:
+    X, y = make_table(90)
+    storage_url = f"sqlite:///{tmp_path}/optuna.db"
+    fit_head(X, y, small_spec(), storage_url=storage_url, model_name="clinical")
+    X_other, y_other = make_table(90, seed=5)
+    with pytest.raises(ValueError, match=r"'clinical.logistic_regression' was made on other"):
+        fit_head(X_other, y_other, small_spec(), storage_url=storage_url, model_name="clinical")
+    result = fit_head(
+        X_other,
+        y_other,
+        small_spec(if_stored_study_differs="replace"),
+        storage_url=storage_url,
+        model_name="clinical",
+    )
+    assert result.comparison.loc[0, "n_trials"] == 3  # started over, not 3 old + 0 new
+
+
+def test_running_mean_auc_is_reported_after_each_fold() -> None:
+    X, y = make_table(90)
+    result = fit_head(X, y, small_spec(cv={"n_splits": 3, "n_repeats": 2}), storage_url=None)
+    study = result.studies["logistic_regression"]
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert complete
+    for trial in complete:
+        assert sorted(trial.intermediate_values) == list(range(6))
+        assert trial.intermediate_values[5] == pytest.approx(trial.value)
+
+
+def test_permuted_training_labels_give_chance_cv_auc() -> None:
+    X, y = make_table(240, seed=3)
+    spec = small_spec(n_trials=4)
+    real = fit_head(X, y, spec, storage_url=None, seed=0)
+    assert real.cv_auc > 0.75  # the signal is found when labels are real
+    permuted = np.random.default_rng(11).permutation(y)
+    shuffled = fit_head(X, permuted, spec, storage_url=None, seed=0)
+    assert abs(shuffled.cv_auc - 0.5) < 0.12
+
+
+def test_best_family_is_refitted_and_compared() -> None:
+    X, y = make_table(120)
+    spec = small_spec(families=["logistic_regression", "knn", "catboost", "svm"], n_trials=2)
+    result = fit_head(X, y, spec, storage_url=None, model_name="combined")
+    table = result.comparison
+    assert list(table["family"]) == ["logistic_regression", "knn", "catboost", "svm"]
+    assert list(table["model"]) == ["combined"] * 4
+    best = table.loc[table["cv_auc"].idxmax()]
+    assert bool(best["selected"]) and table["selected"].sum() == 1
+    assert result.family == best["family"]
+    assert result.cv_auc == pytest.approx(best["cv_auc"])
+    assert json.loads(best["best_params"]) == result.params
+    assert result.params["reduction_method"] in ("none", "pca", "l1", "kbest")
+    # The refitted pipeline is the best family's with the best parameters, fitted on all rows.
+    reference = build_head_pipeline(
+        feature_columns(X), result.family, result.params, EstimatorOptions(seed=0)
+    ).fit(X, y)
+    np.testing.assert_array_equal(result.pipeline.predict_proba(X), reference.predict_proba(X))
+
+
+def test_same_seed_repeats_exactly(tmp_path: Path) -> None:
+    X, y = make_table(120)
+    spec = small_spec(families=["logistic_regression", "catboost", "svm"])
+    results = [
+        fit_head(X, y, spec, storage_url=f"sqlite:///{tmp_path}/run{i}.db", seed=7)
+        for i in range(2)
+    ]
+    first, second = (r.comparison.drop(columns="search_seconds") for r in results)
+    pd.testing.assert_frame_equal(first, second)
+    assert results[0].params == results[1].params
+    assert results[0].cv_auc == results[1].cv_auc
+    np.testing.assert_array_equal(
+        results[0].pipeline.predict_proba(X), results[1].pipeline.predict_proba(X)
+    )
+    other_seed = fit_head(X, y, spec, storage_url=None, seed=8)
+    assert other_seed.comparison["best_params"].tolist() != first["best_params"].tolist()
+
+
+def test_out_of_fold_probabilities_match_manual_folds() -> None:
+    X, y = make_table(90)
+    result = fit_head(X, y, small_spec(n_trials=1), storage_url=None)
+    probabilities = out_of_fold_probabilities(result.pipeline, X, y, cv=3, seed=4)
+    expected = np.empty(len(y))
+    for train, test in StratifiedKFold(3, shuffle=True, random_state=4).split(X, y):
+        fitted = clone(result.pipeline).fit(X.iloc[train], y[train])
+        expected[test] = fitted.predict_proba(X.iloc[test])[:, 1]
+    np.testing.assert_allclose(probabilities, expected)
+
+
+def test_bad_training_labels_give_clear_errors() -> None:
+    X, y = make_table(60)
+    with pytest.raises(ValueError, match=r"labels must be 0 or 1.*rows \[4\]"):
+        fit_head(X, np.where(np.arange(60) == 4, 2, y), small_spec(), storage_url=None)
+    with pytest.raises(ValueError, match=r"at least 3 training patients with and without CLNM"):
+        fit_head(X, np.r_[np.ones(2, int), np.zeros(58, int)], small_spec(), storage_url=None)
+
+
+# --------------------------------------------------------------------------------------
+# Leakage
+# --------------------------------------------------------------------------------------
+
+
+def make_cohort_table(seed: int = 0) -> pd.DataFrame:
+    """A head table with 120 training and 60 external patients."""
+    X, y = make_table(180, seed=seed)
+    ids = pd.DataFrame(
+        {
+            "patient_id": [f"P{i:03d}" for i in range(180)],
+            "center": ["A"] * 120 + ["B"] * 60,
+            "split": ["train"] * 120 + ["external"] * 60,
+            "clnm": y,
+        }
+    )
+    return pd.concat([ids, X], axis=1)
+
+
+def test_external_rows_change_nothing_fitted(tmp_path: Path) -> None:
+    table = make_cohort_table()
+    spec = small_spec(families=["logistic_regression", "knn"], n_trials=3)
+    external = table["split"] == "external"
+    changed = table.copy()
+    rng = np.random.default_rng(1)
+    changed.loc[external, "clnm"] = rng.permutation(changed.loc[external, "clnm"].to_numpy())
+    changed.loc[external, "age"] = changed.loc[external, "age"] * 10
+    changed.loc[external, "dl_0"] = np.nan
+    changed.loc[external, "location"] = "isthmus"
+
+    def run(frame: pd.DataFrame, name: str) -> tuple[Any, np.ndarray]:
+        result = fit_head_on_training_rows(
+            frame, spec, storage_url=f"sqlite:///{tmp_path}/{name}.db", model_name="clinical"
+        )
+        return result, predict_head(result.pipeline, frame[frame["split"] == "train"])
+
+    original, original_predictions = run(table, "original")
+    after, after_predictions = run(changed, "changed")
+    np.testing.assert_array_equal(original_predictions, after_predictions)
+    assert original.cv_auc == after.cv_auc
+    pd.testing.assert_frame_equal(
+        original.comparison.drop(columns="search_seconds"),
+        after.comparison.drop(columns="search_seconds"),
+    )
+    # The check can fail: had the external rows been used for fitting, predictions differ.
+    leaky = changed.assign(split="train")
+    _, leaky_predictions = run(leaky, "leaky")
+    assert not np.array_equal(original_predictions, leaky_predictions[:120])
+
+
+def test_fitting_needs_training_rows_and_features_only() -> None:
+    table = make_cohort_table()
+    with pytest.raises(ValueError, match=r"no training rows.*\['external'\]"):
+        fit_head_on_training_rows(table[table["split"] == "external"], small_spec())
+    with pytest.raises(ValueError, match=r"no 'split' column"):
+        fit_head_on_training_rows(table.drop(columns="split"), small_spec())
+    with pytest.raises(ValueError, match=r"still has the columns \['patient_id', 'center'"):
+        fit_head(table, table["clnm"], small_spec(), storage_url=None)
+    unlabelled = table.copy()
+    unlabelled["clnm"] = unlabelled["clnm"].astype(float)
+    unlabelled.loc[5, "clnm"] = np.nan
+    with pytest.raises(ValueError, match=r"without a clnm label: \['P005'\]"):
+        fit_head_on_training_rows(unlabelled, small_spec(), storage_url=None)
+
+
+# --------------------------------------------------------------------------------------
+# Figures
+# --------------------------------------------------------------------------------------
+
+
+def test_optuna_figures() -> None:
+    X, y = make_table(90)
+    one = fit_head(X, y, small_spec(n_trials=1), storage_url=None)
+    assert optuna_figures(one.studies["logistic_regression"]) == {
+        "optimization_history": None,
+        "param_importances": None,
+    }
+    several = fit_head(X, y, small_spec(n_trials=4), storage_url=None)
+    figures = optuna_figures(several.studies["logistic_regression"])
+    assert all(isinstance(f, Figure) for f in figures.values())
+    for figure in figures.values():
+        plt.close(figure)
+
+
+def test_predicting_needs_the_fitted_feature_columns() -> None:
+    table = make_cohort_table()
+    result = fit_head_on_training_rows(table, small_spec(n_trials=1), storage_url=None)
+    external = table[table["split"] == "external"]
+    probabilities = predict_head(result.pipeline, external)
+    assert probabilities.shape == (60,)
+    with pytest.raises(ValueError, match=r"lacks the feature columns .*\['age'\]"):
+        predict_head(result.pipeline, external.drop(columns="age"))
