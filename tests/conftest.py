@@ -5,9 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import pytest
 
 from cohort_factory import FactoryCohort, write_cohort
+
+
+@pytest.fixture(autouse=True)
+def _isolated_mlflow_runs() -> Any:
+    """Close any MLflow run a test left open, so the next test starts with none active.
+
+    A Kedro session run inside the test process leaves kedro-mlflow's run registered as the
+    active run of the process (the ``kedro run`` command ends with its process instead).
+    """
+    yield
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
 
 
 @pytest.fixture

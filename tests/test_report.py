@@ -342,6 +342,7 @@ def test_catalog_saves_figures_and_report_as_mlflow_artifacts(
     mlflow = pytest.importorskip("mlflow")
     monkeypatch.chdir(tmp_path)
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_experiment("report-artifacts")
     config = _catalog_config()
     names = ("roc_curves", "gradcam_dl_dual", "report", "metrics", "evaluation_metrics")
     catalog = DataCatalog.from_config({name: config[name] for name in names})
