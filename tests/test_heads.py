@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,7 @@ from clnm_kedro.heads import (
 
 matplotlib.use("Agg")
 
-PARAMETERS = Path(__file__).resolve().parents[1] / "conf/base/parameters_heads_example.yml"
+PARAMETERS = Path(__file__).resolve().parents[1] / "conf/base/parameters_heads.yml"
 
 
 def make_table(n: int, seed: int = 0, n_dl: int = 6) -> tuple[pd.DataFrame, np.ndarray]:
@@ -146,6 +148,24 @@ def test_reduction_applies_to_deep_learning_columns_only() -> None:
     }
     # 2 PCA components; 2 clinical values + 2 missing indicators; one-hot F/M and 3 locations.
     assert widths == {"dl": 2, "numeric": 4, "categorical": 5}
+
+
+def test_kbest_passes_over_dead_deep_learning_units() -> None:
+    X, y = make_table(100, n_dl=6)
+    X["dl_2"] = 0.0  # a ReLU unit that never fires
+    X["dl_4"] = np.where(X["dl_4"].isna(), np.nan, 3.0)  # constant where recorded
+    params = {"C": 1.0, "reduction_method": "kbest", "reduction_n_components": 4}
+    pipeline = build_head_pipeline(
+        feature_columns(X), "logistic_regression", params, EstimatorOptions()
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "features are constant" / divide warnings
+        pipeline.fit(X, y)
+    selector = pipeline.named_steps["preprocess"].named_transformers_["dl"].named_steps["reduce"]
+    kept = selector.get_support()
+    assert kept.sum() == 4
+    assert not kept[2] and not kept[4]  # dead units are never chosen over varying ones
+    assert selector.scores_[2] == 0 and selector.pvalues_[2] == 1
 
 
 # --------------------------------------------------------------------------------------
@@ -260,23 +280,52 @@ def test_default_parameter_block_is_valid(default_spec: HeadSpec) -> None:
 def test_stored_study_resumes(tmp_path: Path) -> None:
     X, y = make_table(90)
     storage_url = f"sqlite:///{tmp_path}/studies/optuna.db"
+    names = set()
     for n_trials in (3, 5, 5):
         result = fit_head(
             X, y, small_spec(n_trials=n_trials), storage_url=storage_url, model_name="clinical"
         )
         assert result.comparison.loc[0, "n_trials"] == n_trials
-    study = optuna.load_study(study_name="clinical.logistic_regression", storage=storage_url)
+        names.add(result.comparison.loc[0, "study"])
+    (name,) = names  # one study, continued; n_trials is not part of its fingerprint
+    assert re.fullmatch(r"clinical\.logistic_regression\.[0-9a-f]{8}", name)
+    study = optuna.load_study(study_name=name, storage=storage_url)
     assert len(study.trials) == 5
     assert all(t.state.is_finished() for t in study.trials)
+
+
+def test_other_data_or_settings_start_a_study_of_their_own(tmp_path: Path) -> None:
+    X, y = make_table(90)
+    storage_url = f"sqlite:///{tmp_path}/optuna.db"
+
+    def study_name(X: pd.DataFrame, y: np.ndarray, **changes: Any) -> str:
+        result = fit_head(
+            X, y, small_spec(**changes), storage_url=storage_url, model_name="clinical"
+        )
+        assert result.comparison.loc[0, "n_trials"] == 3  # never continued from another study
+        return str(result.comparison.loc[0, "study"])
+
+    first = study_name(X, y)
+    assert study_name(X, y) == first  # same data and settings: the same study
+    others = {
+        study_name(*make_table(90, seed=5)),
+        study_name(X, y, cv={"n_splits": 4, "n_repeats": 1}),
+        study_name(X, 1 - y),
+    }
+    assert len(others) == 3 and first not in others
+    stored = optuna.get_all_study_names(storage_url)
+    assert sorted(stored) == sorted({first, *others})
 
 
 def test_stored_study_made_on_other_data_is_not_continued(tmp_path: Path) -> None:
     X, y = make_table(90)
     storage_url = f"sqlite:///{tmp_path}/optuna.db"
-    fit_head(X, y, small_spec(), storage_url=storage_url, model_name="clinical")
+    spec = small_spec(if_stored_study_differs="error")
+    result = fit_head(X, y, spec, storage_url=storage_url, model_name="clinical")
+    assert result.comparison.loc[0, "study"] == "clinical.logistic_regression"
     X_other, y_other = make_table(90, seed=5)
     with pytest.raises(ValueError, match=r"'clinical.logistic_regression' was made on other"):
-        fit_head(X_other, y_other, small_spec(), storage_url=storage_url, model_name="clinical")
+        fit_head(X_other, y_other, spec, storage_url=storage_url, model_name="clinical")
     result = fit_head(
         X_other,
         y_other,
@@ -365,6 +414,16 @@ def test_bad_training_labels_give_clear_errors() -> None:
         fit_head(X, np.r_[np.ones(2, int), np.zeros(58, int)], small_spec(), storage_url=None)
 
 
+def test_too_many_neighbours_for_a_fold_give_clear_error() -> None:
+    X, y = make_table(60)  # 3-fold CV: 40 patients in a training fold
+    too_many = {"n_neighbors": {"type": "int", "low": 3, "high": 41}}
+    spec = small_spec(families=["knn"], search_space={"knn": too_many})
+    with pytest.raises(ValueError, match=r"knn.n_neighbors goes up to 41.*at most 40"):
+        fit_head(X, y, spec, storage_url=None)
+    fitting = small_spec(families=["knn"], search_space={"knn": {"n_neighbors": 40}}, n_trials=1)
+    assert fit_head(X, y, fitting, storage_url=None).family == "knn"
+
+
 # --------------------------------------------------------------------------------------
 # Leakage
 # --------------------------------------------------------------------------------------
@@ -443,8 +502,13 @@ def test_optuna_figures() -> None:
         "param_importances": None,
     }
     several = fit_head(X, y, small_spec(n_trials=4), storage_url=None)
+    style = dict(plt.rcParams)
     figures = optuna_figures(several.studies["logistic_regression"])
     assert all(isinstance(f, Figure) for f in figures.values())
+    assert dict(plt.rcParams) == style  # Optuna's ggplot style stays in its figures
+    (axes,) = figures["param_importances"].axes  # one title, not Optuna's and ours overlapping
+    assert axes.get_title(loc="left").startswith("Hyperparameter importance: head.logistic_")
+    assert axes.get_title() == ""
     for figure in figures.values():
         plt.close(figure)
 

@@ -2,7 +2,8 @@
 
 Plain scikit-learn / Optuna code, importable without Kedro. The ``clinical_modeling`` and
 ``fusion`` pipelines call :func:`fit_head_on_training_rows` (or :func:`fit_head`) once per
-model (``clinical``, ``dl_features``, ``combined``).
+model (``clinical``, ``dl_features``, ``combined``); :mod:`clnm_kedro.heads.tables` builds
+their input tables.
 """
 
 from __future__ import annotations

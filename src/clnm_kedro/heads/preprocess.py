@@ -122,6 +122,21 @@ def _numeric_steps() -> list[tuple[str, object]]:
     ]
 
 
+def anova_f_scores(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ANOVA F statistic and p-value of each column, for ``SelectKBest``.
+
+    As :func:`sklearn.feature_selection.f_classif`, except that a column constant in the
+    training rows (a deep-learning unit that never fires, common after a ReLU) scores
+    F = 0, p = 1 instead of an undefined 0 / 0, so it is never preferred to a varying one.
+    """
+    X = np.asarray(X, dtype=float)
+    scores, p_values = np.zeros(X.shape[1]), np.ones(X.shape[1])
+    varying = np.ptp(X, axis=0) > 0
+    if varying.any():
+        scores[varying], p_values[varying] = f_classif(X[:, varying], y)
+    return scores, p_values
+
+
 def build_reduction(
     method: str,
     n_components: int | None,
@@ -137,7 +152,7 @@ def build_reduction(
         ``"none"`` (keep all), ``"pca"`` (principal components), ``"l1"`` (the
         ``n_components`` features with the largest absolute coefficients of an L1-penalised
         logistic regression) or ``"kbest"`` (the ``n_components`` features with the largest
-        ANOVA F statistic).
+        ANOVA F statistic, :func:`anova_f_scores`).
     n_components
         Number of components / features kept; clipped to the number of deep-learning columns.
         Ignored for ``"none"``.
@@ -169,7 +184,7 @@ def build_reduction(
             l1_ratio=1.0, solver="liblinear", class_weight=class_weight, random_state=seed
         )
         return SelectFromModel(l1_model, threshold=-np.inf, max_features=k)
-    return SelectKBest(f_classif, k=k)
+    return SelectKBest(anova_f_scores, k=k)
 
 
 def build_preprocessor(

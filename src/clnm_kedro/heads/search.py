@@ -1,7 +1,10 @@
 """Optuna search over classifier families, and the refit of the best head.
 
-One Optuna study per (model, family), named ``"<model>.<family>"`` (e.g.
-``clinical.logistic_regression``), with a seeded TPE sampler and a median pruner. A trial's
+One Optuna study per (model, family), with a seeded TPE sampler and a median pruner. By
+default its name carries a short fingerprint of what makes trials comparable — the training
+rows and labels, the family's search space, the CV, class weighting and seed — e.g.
+``clinical.logistic_regression.3f9a2c1b``; with ``if_stored_study_differs: error`` or
+``replace`` it is plain ``<model>.<family>``. A trial's
 objective is the mean ROC AUC of a seeded, stratified, repeated k-fold cross-validation of
 the whole head pipeline (preprocessing + reduction + classifier, cloned and fitted inside
 every fold). The running mean is reported after each fold so that poor trials stop early.
@@ -12,9 +15,14 @@ takes a table with a ``split`` column and keeps the ``train`` rows itself, and
 
 Studies persist in an Optuna storage (``sqlite:///data/06_models/optuna.db`` by default; any
 SQLAlchemy URL, e.g. PostgreSQL, lets several workers share a study). Rerunning continues a
-stored study: only the trials still missing to reach ``n_trials`` are run. A stored study
-made on other data or with another search space is not silently continued (see
-``if_stored_study_differs``).
+stored study: only the trials still missing to reach ``n_trials`` are run. A study made on
+other data or with another search space is never silently continued
+(``if_stored_study_differs``):
+
+- ``new_study`` (default): the fingerprint in the name gives other data or settings a study
+  of their own, while the same data and settings resume (or share, across workers) theirs;
+- ``error``: a stored ``<model>.<family>`` study with another fingerprint stops the run;
+- ``replace``: it is deleted and started over.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -68,6 +77,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_STORAGE_URL = "sqlite:///data/06_models/optuna.db"
 NON_FEATURE_COLUMNS: tuple[str, ...] = ("patient_id", "center", "clnm", "split", "fold")
 FINISHED_STATES: tuple[TrialState, ...] = (TrialState.COMPLETE, TrialState.PRUNED)
+STORED_STUDY_POLICIES: tuple[str, ...] = ("new_study", "error", "replace")
+FINGERPRINT_LENGTH = 8  # hex digits of the fingerprint in a study name
 _HEAD_KEYS = frozenset(
     {
         "search_space",
@@ -110,8 +121,10 @@ class HeadSpec:
     pruner_startup_trials, pruner_warmup_folds
         Median pruner: trials before pruning starts; folds before a trial can be pruned.
     if_stored_study_differs
-        ``"error"`` (default) or ``"replace"`` when a stored study was made on other data or
-        with another search space / CV / seed.
+        ``"new_study"`` (default: study names carry a fingerprint of data and settings, so
+        other data or settings start a study of their own), ``"error"`` or ``"replace"``
+        (plain ``<model>.<family>`` names; a stored study made on other data or with another
+        search space / CV / seed stops the run, or is deleted and started over).
     """
 
     search_space: SearchSpace
@@ -125,7 +138,7 @@ class HeadSpec:
     dl_prefix: str = DEFAULT_DL_PREFIX
     pruner_startup_trials: int = 5
     pruner_warmup_folds: int = 1
-    if_stored_study_differs: Literal["error", "replace"] = "error"
+    if_stored_study_differs: Literal["new_study", "error", "replace"] = "new_study"
 
     def __post_init__(self) -> None:
         _check_positive_int("n_trials", self.n_trials)
@@ -141,9 +154,9 @@ class HeadSpec:
             raise ValueError(
                 f"heads.timeout_s must be a positive number or null; got {self.timeout_s!r}."
             )
-        if self.if_stored_study_differs not in ("error", "replace"):
+        if self.if_stored_study_differs not in STORED_STUDY_POLICIES:
             raise ValueError(
-                "heads.if_stored_study_differs must be 'error' or 'replace'; got "
+                "heads.if_stored_study_differs must be 'new_study', 'error' or 'replace'; got "
                 f"{self.if_stored_study_differs!r}."
             )
         if not self.families:
@@ -204,7 +217,7 @@ class HeadSpec:
             dl_prefix=params.get("dl_prefix", DEFAULT_DL_PREFIX),
             pruner_startup_trials=pruner.get("n_startup_trials", 5),
             pruner_warmup_folds=pruner.get("n_warmup_steps", 1),
-            if_stored_study_differs=params.get("if_stored_study_differs", "error"),
+            if_stored_study_differs=params.get("if_stored_study_differs", "new_study"),
         )
 
 
@@ -225,7 +238,7 @@ class HeadResult:
         Its best mean cross-validated AUC.
     comparison
         One row per family: ``model, family, cv_auc, n_trials, n_pruned, search_seconds,
-        best_params`` (JSON), ``selected``.
+        best_params`` (JSON), ``study`` (its Optuna study name), ``selected``.
     studies
         The Optuna study of each family.
     """
@@ -453,12 +466,13 @@ def _open_study(
     study = create()
     stored = study.user_attrs.get("fingerprint")
     if study.trials and stored != fingerprint:
-        if spec.if_stored_study_differs == "error":
+        if spec.if_stored_study_differs != "replace":
             raise ValueError(
                 f"The stored Optuna study {study_name!r} was made on other training data or "
                 "with another search space, CV or seed, so its trials cannot be continued. "
                 "Use another storage_url or model name, delete the study, or set "
-                "heads.if_stored_study_differs: replace."
+                "heads.if_stored_study_differs: new_study (a study per data and settings) or "
+                "replace."
             )
         logger.warning(
             "Replacing the stored Optuna study %r: it was made on other training data or settings.",
@@ -481,8 +495,15 @@ def tune_family(
     study_name: str,
     seed: int,
 ) -> tuple[optuna.Study, float]:
-    """Run (or continue) the study of one family; returns it and the seconds spent."""
-    study = _open_study(storage, study_name, seed, spec, _fingerprint(X, y, family, spec, seed))
+    """Run (or continue) the study of one family; returns it and the seconds spent.
+
+    With ``spec.if_stored_study_differs == "new_study"`` the study is named
+    ``<study_name>.<fingerprint>``, otherwise ``study_name``.
+    """
+    fingerprint = _fingerprint(X, y, family, spec, seed)
+    if spec.if_stored_study_differs == "new_study":
+        study_name = f"{study_name}.{fingerprint[:FINGERPRINT_LENGTH]}"
+    study = _open_study(storage, study_name, seed, spec, fingerprint)
     missing = spec.n_trials - finished_trials(study)
     start = time.perf_counter()
     if missing > 0:
@@ -538,6 +559,26 @@ def _check_training_data(X: pd.DataFrame, y: Any, spec: HeadSpec) -> np.ndarray:
     return y_array
 
 
+def _check_neighbours(n_rows: int, spec: HeadSpec) -> None:
+    """k-NN cannot ask for more neighbours than a training fold has patients."""
+    neighbours = spec.search_space.families.get("knn", {}).get("n_neighbors")
+    if "knn" not in spec.families or neighbours is None:
+        return
+    if neighbours.kind in ("int", "float"):
+        largest = neighbours.high
+    elif neighbours.kind == "categorical":
+        largest = max(neighbours.choices)
+    else:
+        largest = neighbours.value
+    fold_size = n_rows - math.ceil(n_rows / spec.n_splits)
+    if largest > fold_size:
+        raise ValueError(
+            f"heads.search_space.knn.n_neighbors goes up to {largest}, but a training fold of "
+            f"{spec.n_splits}-fold cross-validation has only {fold_size} of the {n_rows} "
+            f"training patients; lower it to at most {fold_size}."
+        )
+
+
 def _comparison_row(
     model_name: str, family: str, study: optuna.Study, seconds: float, space: SearchSpace
 ) -> dict[str, Any]:
@@ -552,6 +593,7 @@ def _comparison_row(
         "n_pruned": len(pruned),
         "search_seconds": round(seconds, 2),
         "best_params": json.dumps(best_params, sort_keys=True, default=str),
+        "study": study.study_name,
     }
 
 
@@ -581,7 +623,8 @@ def fit_head(
     storage_url
         Optuna storage URL (``None``: in memory, nothing persists).
     model_name
-        Prefix of the study names (``<model_name>.<family>``), e.g. ``clinical``.
+        Prefix of the study names (``<model_name>.<family>``, plus the fingerprint by
+        default), e.g. ``clinical``.
     seed
         Seed of the CV split, the TPE sampler and every estimator.
 
@@ -592,6 +635,7 @@ def fit_head(
     """
     spec = HeadSpec.from_params(spec)
     y_array = _check_training_data(X, y, spec)
+    _check_neighbours(len(X), spec)
     columns = feature_columns(X, spec.dl_prefix)
     storage = open_storage(storage_url)
     studies: dict[str, optuna.Study] = {}
@@ -759,17 +803,20 @@ def optuna_figures(study: optuna.Study) -> dict[str, Figure | None]:
     """
     import warnings  # noqa: PLC0415
 
+    import matplotlib  # noqa: PLC0415
     from optuna.visualization import matplotlib as optuna_matplotlib  # noqa: PLC0415
 
     figures: dict[str, Figure | None] = {"optimization_history": None, "param_importances": None}
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if len(complete) < 2:
         return figures
-    with warnings.catch_warnings():
+    # Optuna switches matplotlib to its "ggplot" style for good; keep that to these figures.
+    with warnings.catch_warnings(), matplotlib.rc_context():
         # optuna marks its matplotlib plots as experimental; that is optuna's own notice.
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         axes = optuna_matplotlib.plot_optimization_history(study)
         axes.set_title(f"Optimisation history: {study.study_name}")
+        axes.set_ylabel("Mean cross-validated AUC")  # the objective; pruned trials not shown
         figures["optimization_history"] = axes.figure
         varying = {
             name
@@ -782,6 +829,8 @@ def optuna_figures(study: optuna.Study) -> dict[str, Figure | None]:
             axes = optuna_matplotlib.plot_param_importances(
                 study, evaluator=evaluator, params=sorted(varying)
             )
-            axes.set_title(f"Hyperparameter importance: {study.study_name}")
+            # Optuna's own title sits on the left: replace it rather than overlap it.
+            axes.set_title(f"Hyperparameter importance: {study.study_name}", loc="left")
+            axes.figure.set_layout_engine("tight")  # room for long hyperparameter names
             figures["param_importances"] = axes.figure
     return figures

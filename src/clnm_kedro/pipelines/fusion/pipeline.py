@@ -1,0 +1,43 @@
+"""Wiring of the ``fusion`` pipeline (see ``nodes.py`` and ``head_template.py``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kedro.pipeline import Node, Pipeline
+
+from clnm_kedro.pipelines.fusion.nodes import (
+    build_combined_model_input,
+    build_dl_features_model_input,
+)
+from clnm_kedro.pipelines.head_template import create_head_pipeline
+
+
+def create_pipeline(**kwargs: Any) -> Pipeline:
+    """Input tables and tuned heads of ``dl_features`` and ``combined`` (one namespace each)."""
+    return Pipeline(
+        [
+            Node(
+                build_dl_features_model_input,
+                inputs=["dl_dual_features", "patient_splits", "params:heads.dl_prefix"],
+                outputs="dl_features_model_input",
+                name="build_dl_features_model_input",
+                tags="training",
+            ),
+            Node(
+                build_combined_model_input,
+                inputs=[
+                    "dl_dual_features",
+                    "cohort_table",
+                    "patient_splits",
+                    "params:fusion.combined",
+                    "params:heads.dl_prefix",
+                ],
+                outputs="combined_model_input",
+                name="build_combined_model_input",
+                tags="training",
+            ),
+            create_head_pipeline("dl_features", "dl_features_model_input", "fusion.dl_features"),
+            create_head_pipeline("combined", "combined_model_input", "fusion.combined"),
+        ]
+    )

@@ -1,0 +1,575 @@
+"""The classifier-head pipeline: written once, instantiated per model with a namespace.
+
+``clinical_modeling`` instantiates it for the ``clinical`` model, ``fusion`` for
+``dl_features`` and ``combined`` (:func:`create_head_pipeline`). Inside a namespace the
+datasets have generic names (``model_input``, ``head``, ``predictions``, ...); those used
+outside are mapped to plain names (``clinical_head``, ``clinical_predictions``, ...) because
+Kedro warns about dotted dataset names consumed outside their namespace.
+
+Per model, from its model-input table (training and external patients):
+
+- ``validate_head_settings``: checks the ``heads`` block, the model's block and the Optuna
+  storage URL before anything is fitted (it needs parameters only, so it runs first);
+- ``tune_head``: Optuna search of every classifier family by cross-validation on the training
+  patients only, refit of the best on all of them (the head);
+- ``log_head_to_mlflow``: the head in the MLflow run, with the sklearn flavour;
+- ``predict_with_head``: the fitted head applied to every patient (``train`` rows are the
+  apparent, ``external`` rows the external predictions); tagged ``inference`` as well;
+- ``predict_out_of_fold``: ``train_cv`` rows, the chosen head refitted in every fold of the
+  search's cross-validation;
+- ``compare_families``: the classifier comparison (CV AUC of every family, and the external
+  AUC of each family's best pipeline refitted on the training patients — computed after the
+  selection, never used for it);
+- ``plot_head_search``, ``collect_head_metrics``, ``record_head_selection``: Optuna figures,
+  MLflow metrics ``<split>.<model>...`` and the selected family and hyperparameters.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib.metadata import version
+from typing import Any
+
+import matplotlib.pyplot as plt
+import mlflow
+import mlflow.sklearn
+import numpy as np
+import optuna
+import pandas as pd
+import skops.io
+from kedro.pipeline import Node, Pipeline
+from matplotlib.figure import Figure
+from mlflow.models import infer_signature
+from sklearn.metrics import roc_auc_score
+from sklearn.pipeline import Pipeline as SklearnPipeline
+from sqlalchemy.engine import make_url
+
+from clnm_kedro.heads import (
+    EstimatorOptions,
+    HeadSpec,
+    build_head_pipeline,
+    cv_splitter,
+    feature_columns,
+    feature_table,
+    fit_head_on_training_rows,
+    open_storage,
+    optuna_figures,
+    out_of_fold_probabilities,
+    predict_head,
+    training_rows,
+)
+from clnm_kedro.heads.families import single_threaded_numerics
+
+logger = logging.getLogger(__name__)
+
+PREDICTION_COLUMNS: tuple[str, ...] = (
+    "patient_id",
+    "center",
+    "split",
+    "model",
+    "clnm",
+    "probability",
+)
+SPLIT_ORDER: dict[str, int] = {"train": 0, "train_cv": 1, "external": 2}
+_MODEL_KEYS = frozenset({"model", "clinical_columns"})
+# Packages a logged head needs (besides this project, whose preprocessing it references).
+HEAD_REQUIREMENTS: tuple[str, ...] = ("scikit-learn", "catboost", "numpy", "pandas", "skops")
+
+
+@dataclass(frozen=True)
+class HeadSettings:
+    """Validated settings of one model's head.
+
+    Attributes
+    ----------
+    model
+        The model's name in predictions, study names and MLflow (``clinical``, ...).
+    spec
+        The validated ``heads`` block.
+    storage_url
+        Optuna storage URL (``None``: studies kept in memory only).
+    seed
+        Seed of the CV split, the sampler and every estimator.
+    """
+
+    model: str
+    spec: HeadSpec
+    storage_url: str | None
+    seed: int
+
+
+# --------------------------------------------------------------------------------------
+# Nodes
+# --------------------------------------------------------------------------------------
+
+
+def validate_head_settings(
+    heads: dict[str, Any],
+    model_settings: dict[str, Any],
+    optuna_storage_url: str | None,
+    seed: int,
+) -> HeadSettings:
+    """Check the ``heads`` block, the model's block and the storage URL; nothing is fitted.
+
+    Raises
+    ------
+    ValueError
+        Naming the offending parameter (e.g. ``heads.search_space.svm.C: low ...``).
+    """
+    if not isinstance(model_settings, Mapping) or not isinstance(model_settings.get("model"), str):
+        raise ValueError(
+            "A head's parameter block needs 'model', the model's name (e.g. clinical); got "
+            f"{model_settings!r}."
+        )
+    unknown = sorted(set(model_settings) - _MODEL_KEYS)
+    if unknown:
+        raise ValueError(
+            f"Unknown keys {unknown} in the parameters of the {model_settings['model']} head; "
+            f"allowed: {sorted(_MODEL_KEYS)}."
+        )
+    if optuna_storage_url is not None:
+        try:
+            make_url(optuna_storage_url)
+        except Exception as error:
+            raise ValueError(
+                f"optuna_storage_url is not a valid SQLAlchemy URL: {optuna_storage_url!r} "
+                f"({error})."
+            ) from error
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be a whole number; got {seed!r}.")
+    try:
+        spec = HeadSpec.from_params(heads)
+    except ValueError as error:
+        raise ValueError(
+            f"Invalid classifier-head parameters (the 'heads' block): {error}"
+        ) from error
+    return HeadSettings(model_settings["model"], spec, optuna_storage_url, seed)
+
+
+def tune_head(
+    model_input: pd.DataFrame, settings: HeadSettings
+) -> tuple[SklearnPipeline, pd.DataFrame]:
+    """Tune every classifier family on the training patients, refit the best on all of them.
+
+    Returns
+    -------
+    tuple
+        The fitted head and the search table (one row per family: CV AUC, trials, best
+        parameters, study name).
+    """
+    result = fit_head_on_training_rows(
+        model_input,
+        settings.spec,
+        storage_url=settings.storage_url,
+        model_name=settings.model,
+        seed=settings.seed,
+    )
+    return result.pipeline, result.comparison
+
+
+def log_head_to_mlflow(
+    head: SklearnPipeline, model_input: pd.DataFrame, settings: HeadSettings
+) -> dict[str, Any]:
+    """Log the head to the active MLflow run with the sklearn flavour; describe where it is.
+
+    The model is stored in skops format (trusting exactly the types of this head), with a
+    signature of the feature columns (names and types only, no patient values) and
+    ``predict_proba`` as its pyfunc prediction. Without an active MLflow run (a node called
+    outside ``kedro run``, or tracking disabled) nothing is logged.
+
+    Returns
+    -------
+    dict
+        ``name``, ``logged`` and, when logged, ``model_uri``, ``run_id``,
+        ``skops_trusted_types``.
+    """
+    name = f"{settings.model}_head"
+    if mlflow.active_run() is None:
+        logger.info("No active MLflow run: the %s head is not logged to MLflow.", settings.model)
+        return {"name": name, "logged": False}
+    features = feature_table(training_rows(model_input))
+    # Whole-number columns are declared as doubles: a new patient may lack the value.
+    integers = [c for c in features.columns if pd.api.types.is_integer_dtype(features[c])]
+    features = features.astype(dict.fromkeys(integers, "float64"))
+    with single_threaded_numerics():
+        signature = infer_signature(features, head.predict_proba(features))
+    trusted = sorted(skops.io.get_untrusted_types(data=skops.io.dumps(head)))
+    info = mlflow.sklearn.log_model(
+        head,
+        name=name,
+        serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
+        skops_trusted_types=trusted,
+        signature=signature,
+        pyfunc_predict_fn="predict_proba",
+        # Pinned from this environment: faster than MLflow's import-tracing inference.
+        pip_requirements=[f"{package}=={version(package)}" for package in HEAD_REQUIREMENTS],
+    )
+    return {
+        "name": name,
+        "logged": True,
+        "model_uri": info.model_uri,
+        "run_id": info.run_id,
+        "skops_trusted_types": trusted,
+    }
+
+
+def prediction_rows(table: pd.DataFrame, model: str, probabilities: np.ndarray) -> pd.DataFrame:
+    """Rows of the predictions table (DESIGN.md output contract) for the rows of ``table``.
+
+    ``center``, ``split`` and ``clnm`` are copied from ``table`` (left empty for new
+    patients whose table lacks them).
+    """
+    rows = pd.DataFrame(
+        {
+            "patient_id": table["patient_id"].astype(str).to_numpy(),
+            "model": model,
+            "probability": np.asarray(probabilities, dtype=float),
+        }
+    )
+    for column in ("center", "split", "clnm"):
+        rows[column] = table[column].to_numpy() if column in table.columns else pd.NA
+    return rows.loc[:, list(PREDICTION_COLUMNS)]
+
+
+def predict_with_head(
+    head: SklearnPipeline, model_input: pd.DataFrame, settings: HeadSettings
+) -> pd.DataFrame:
+    """CLNM probability of every patient from the fitted head (``train`` and ``external``)."""
+    with single_threaded_numerics():
+        probabilities = predict_head(head, model_input)
+    return prediction_rows(model_input, settings.model, probabilities)
+
+
+def _search_folds(
+    X: pd.DataFrame, y: np.ndarray, settings: HeadSettings
+) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+    """The search's CV folds, grouped by repeat (each repeat partitions the patients)."""
+    folds = list(cv_splitter(settings.spec, settings.seed).split(X, y))
+    n = settings.spec.n_splits
+    return [folds[start : start + n] for start in range(0, len(folds), n)]
+
+
+def predict_out_of_fold(
+    head: SklearnPipeline, model_input: pd.DataFrame, settings: HeadSettings
+) -> pd.DataFrame:
+    """``train_cv`` rows: each training patient scored by the chosen head fitted without them.
+
+    The folds are the search's; with repeated CV a patient's probability is the mean over
+    the repeats. External patients are not used.
+    """
+    train = training_rows(model_input)
+    X, y = feature_table(train), train["clnm"].astype(int).to_numpy()
+    with single_threaded_numerics():
+        probabilities = np.mean(
+            [
+                out_of_fold_probabilities(head, X, y, cv=repeat)
+                for repeat in _search_folds(X, y, settings)
+            ],
+            axis=0,
+        )
+    return prediction_rows(train.assign(split="train_cv"), settings.model, probabilities)
+
+
+def stack_predictions(fitted: pd.DataFrame, out_of_fold: pd.DataFrame) -> pd.DataFrame:
+    """The model's predictions table: ``train``, ``train_cv`` and ``external`` rows."""
+    table = pd.concat([fitted, out_of_fold], ignore_index=True)
+    order = table["split"].map(SPLIT_ORDER).fillna(len(SPLIT_ORDER))
+    return (
+        table.assign(_order=order)
+        .sort_values(["_order"], kind="stable")
+        .drop(columns="_order")
+        .reset_index(drop=True)
+    )
+
+
+def _auc(labels: pd.Series, probabilities: np.ndarray) -> float:
+    labels = labels.astype(float)
+    known = labels.notna().to_numpy()
+    if known.sum() == 0 or labels[known].nunique() < 2:
+        return float("nan")
+    return float(roc_auc_score(labels[known].astype(int), probabilities[known]))
+
+
+def compare_families(
+    head: SklearnPipeline,
+    head_search: pd.DataFrame,
+    model_input: pd.DataFrame,
+    settings: HeadSettings,
+) -> pd.DataFrame:
+    """The classifier comparison: every family's CV AUC and its external AUC.
+
+    Each family's best pipeline is refitted on the training patients and scored on the
+    external ones; the selected family's is the head itself. The external AUC is computed
+    after the selection and never used for it.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``model, family, selected, cv_auc, train_auc, external_auc, n_trials, n_pruned,
+        search_seconds, best_params, study``; ``external_auc`` is empty without external
+        patients of both classes.
+    """
+    train = training_rows(model_input)
+    external = model_input[model_input["split"] == "external"]
+    X, y = feature_table(train), train["clnm"].astype(int).to_numpy()
+    columns = feature_columns(X, settings.spec.dl_prefix)
+    options = EstimatorOptions(
+        seed=settings.seed, class_weight=settings.spec.class_weight, n_jobs=settings.spec.n_jobs
+    )
+    train_aucs, external_aucs = [], []
+    with single_threaded_numerics():
+        for row in head_search.itertuples(index=False):
+            if bool(row.selected):
+                pipeline = head
+            elif np.isfinite(row.cv_auc):
+                params = json.loads(row.best_params)
+                pipeline = build_head_pipeline(columns, row.family, params, options).fit(X, y)
+            else:  # no complete trial: nothing to refit
+                train_aucs.append(float("nan"))
+                external_aucs.append(float("nan"))
+                continue
+            train_aucs.append(_auc(train["clnm"], predict_head(pipeline, train)))
+            external_aucs.append(
+                _auc(external["clnm"], predict_head(pipeline, external))
+                if not external.empty
+                else float("nan")
+            )
+    table = head_search.assign(train_auc=train_aucs, external_auc=external_aucs)
+    first = ["model", "family", "selected", "cv_auc", "train_auc", "external_auc"]
+    table = table[first + [c for c in table.columns if c not in first]]
+    logger.info(
+        "%s model, classifier comparison (cross-validated / external AUC): %s.",
+        settings.model,
+        "; ".join(
+            f"{r.family} {r.cv_auc:.3f} / {r.external_auc:.3f}"
+            for r in table.itertuples(index=False)
+        ),
+    )
+    return table
+
+
+def _placeholder_figure(title: str, reason: str) -> Figure:
+    figure, axes = plt.subplots(figsize=(6.4, 2.4))
+    axes.set_axis_off()
+    axes.set_title(title)
+    axes.text(0.5, 0.5, reason, ha="center", va="center", wrap=True)
+    return figure
+
+
+def plot_head_search(head_search: pd.DataFrame, settings: HeadSettings) -> tuple[Figure, Figure]:
+    """Optuna's optimisation history and hyperparameter importances of the selected family.
+
+    The study is read back from the Optuna storage; with in-memory storage (no URL), or too
+    few complete trials, a figure saying so is returned instead.
+    """
+    selected = head_search.loc[head_search["selected"].astype(bool)].iloc[0]
+    names = ("Optimisation history", "Hyperparameter importance")
+    if settings.storage_url is None:
+        reason = "Studies were kept in memory (optuna_storage_url: null)."
+        return (
+            _placeholder_figure(f"{names[0]}: {selected['study']}", reason),
+            _placeholder_figure(f"{names[1]}: {selected['study']}", reason),
+        )
+    study = optuna.load_study(
+        study_name=str(selected["study"]), storage=open_storage(settings.storage_url)
+    )
+    figures = optuna_figures(study)
+    history, importances = figures["optimization_history"], figures["param_importances"]
+    reason = "Fewer than two complete trials, or no searched hyperparameter that varies."
+    return (
+        history or _placeholder_figure(f"{names[0]}: {study.study_name}", reason),
+        importances or _placeholder_figure(f"{names[1]}: {study.study_name}", reason),
+    )
+
+
+def collect_head_metrics(
+    head_comparison: pd.DataFrame, settings: HeadSettings
+) -> dict[str, dict[str, float | int]]:
+    """MLflow metrics of the search, named ``<split>.<model>[.<family>].<metric>``.
+
+    ``train_cv.<model>.cv_auc`` (the selected head's mean cross-validated AUC in the search),
+    ``train_cv.<model>.<family>.cv_auc`` and ``external.<model>.<family>.auc`` per family.
+    ``train_cv.<model>.auc`` is left to the evaluation (the AUC of the pooled out-of-fold
+    predictions), so the two are never confused.
+    """
+    model = settings.model
+    metrics: dict[str, dict[str, float | int]] = {}
+
+    def put(name: str, value: Any) -> None:
+        if value is not None and np.isfinite(value):
+            metrics[name] = {"value": float(value), "step": 0}
+
+    for row in head_comparison.itertuples(index=False):
+        put(f"train_cv.{model}.{row.family}.cv_auc", row.cv_auc)
+        put(f"external.{model}.{row.family}.auc", row.external_auc)
+        if bool(row.selected):
+            put(f"train_cv.{model}.cv_auc", row.cv_auc)
+    return metrics
+
+
+def record_head_selection(head_comparison: pd.DataFrame, settings: HeadSettings) -> dict[str, Any]:
+    """The selected family, its hyperparameters and CV AUC (also MLflow parameters).
+
+    When an MLflow run is active (a ``kedro run`` with kedro-mlflow), the family and each
+    hyperparameter are logged as parameters ``<model>.head.family``, ``<model>.head.<name>``.
+    """
+    selected = head_comparison.loc[head_comparison["selected"].astype(bool)].iloc[0]
+    params = json.loads(selected["best_params"])
+    selection = {
+        "model": settings.model,
+        "family": str(selected["family"]),
+        "cv_auc": float(selected["cv_auc"]),
+        "params": params,
+        "study": str(selected["study"]),
+        "optuna_storage_url": (
+            make_url(settings.storage_url).render_as_string(hide_password=True)
+            if settings.storage_url is not None
+            else None
+        ),
+    }
+    if mlflow.active_run() is not None:
+        mlflow.log_params(
+            {
+                f"{settings.model}.head.family": selection["family"],
+                **{f"{settings.model}.head.{name}": value for name, value in params.items()},
+            }
+        )
+    return selection
+
+
+# --------------------------------------------------------------------------------------
+# Template
+# --------------------------------------------------------------------------------------
+
+
+def head_template() -> Pipeline:
+    """The head pipeline with generic names (``model_input``, ``head``, ``predictions``...)."""
+    return Pipeline(
+        [
+            Node(
+                validate_head_settings,
+                inputs=[
+                    "params:heads",
+                    "params:model_settings",
+                    "params:optuna_storage_url",
+                    "params:seed",
+                ],
+                outputs="settings",
+                name="validate_head_settings",
+                tags=["training", "inference"],
+            ),
+            Node(
+                tune_head,
+                inputs=["model_input", "settings"],
+                outputs=["head", "head_search"],
+                name="tune_head",
+                tags="training",
+            ),
+            Node(
+                log_head_to_mlflow,
+                inputs=["head", "model_input", "settings"],
+                outputs="head_mlflow_model",
+                name="log_head_to_mlflow",
+                tags="training",
+            ),
+            Node(
+                predict_with_head,
+                inputs=["head", "model_input", "settings"],
+                outputs="fitted_scores",
+                name="predict_with_head",
+                tags=["training", "inference"],
+            ),
+            Node(
+                predict_out_of_fold,
+                inputs=["head", "model_input", "settings"],
+                outputs="out_of_fold_scores",
+                name="predict_out_of_fold",
+                tags="training",
+            ),
+            Node(
+                stack_predictions,
+                inputs=["fitted_scores", "out_of_fold_scores"],
+                outputs="predictions",
+                name="stack_predictions",
+                tags="training",
+            ),
+            Node(
+                compare_families,
+                inputs=["head", "head_search", "model_input", "settings"],
+                outputs="head_comparison",
+                name="compare_families",
+                tags="training",
+            ),
+            Node(
+                plot_head_search,
+                inputs=["head_search", "settings"],
+                outputs=["optimization_history", "param_importances"],
+                name="plot_head_search",
+                tags="training",
+            ),
+            Node(
+                collect_head_metrics,
+                inputs=["head_comparison", "settings"],
+                outputs="head_metrics",
+                name="collect_head_metrics",
+                tags="training",
+            ),
+            Node(
+                record_head_selection,
+                inputs=["head_comparison", "settings"],
+                outputs="head_selection",
+                name="record_head_selection",
+                tags="training",
+            ),
+        ]
+    )
+
+
+# Template outputs used outside the namespace, mapped to ``<model>_<name>``.
+PUBLIC_OUTPUTS: tuple[str, ...] = (
+    "head",
+    "head_mlflow_model",
+    "head_selection",
+    "predictions",
+    "head_comparison",
+    "head_metrics",
+    "optimization_history",
+    "param_importances",
+)
+
+
+def create_head_pipeline(model: str, model_input: str, model_settings: str) -> Pipeline:
+    """The head pipeline of one model, in the namespace ``model``.
+
+    Parameters
+    ----------
+    model
+        Model name and namespace (``clinical``, ``dl_features``, ``combined``).
+    model_input
+        The model-input dataset (e.g. ``clinical_model_input``).
+    model_settings
+        The model's parameter block (e.g. ``clinical_modeling``, ``fusion.combined``).
+
+    Returns
+    -------
+    Pipeline
+        Outputs ``<model>_head``, ``<model>_head_mlflow_model`` (where MLflow keeps the head),
+        ``<model>_head_selection``,
+        ``<model>_predictions``, ``<model>_head_comparison``, ``<model>_head_metrics``,
+        ``<model>_optimization_history``, ``<model>_param_importances``.
+    """
+    return Pipeline(
+        head_template(),
+        namespace=model,
+        inputs={"model_input": model_input},
+        outputs={name: f"{model}_{name}" for name in PUBLIC_OUTPUTS},
+        parameters={
+            "params:heads": "params:heads",
+            "params:model_settings": f"params:{model_settings}",
+            "params:optuna_storage_url": "params:optuna_storage_url",
+            "params:seed": "params:seed",
+        },
+    )
