@@ -1,7 +1,14 @@
-"""Kedro datasets of this project: the raw cohort folder and cached numpy arrays."""
+"""Kedro datasets of this project: raw cohort folder, cached arrays, network checkpoints."""
 
 from clnm_kedro.datasets.cohort_dataset import CohortDataset, RawCohort
 from clnm_kedro.datasets.numpy_dataset import NumpyDataset
 from clnm_kedro.datasets.optional_csv_dataset import OptionalCSVDataset
+from clnm_kedro.datasets.torch_model_dataset import TorchModelDataset
 
-__all__ = ["CohortDataset", "NumpyDataset", "OptionalCSVDataset", "RawCohort"]
+__all__ = [
+    "CohortDataset",
+    "NumpyDataset",
+    "OptionalCSVDataset",
+    "RawCohort",
+    "TorchModelDataset",
+]
