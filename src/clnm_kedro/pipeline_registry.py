@@ -1,11 +1,10 @@
 """Project pipelines.
 
-Every folder under ``pipelines/`` is registered under its own name. Two more names:
-
-- ``__default__`` (plain ``kedro run``): everything from preprocessing to the report, on the
-  cohort that ``cohort_dir`` points to (the synthetic one unless told otherwise). It never
-  simulates, so it is safe to run on a real cohort.
-- ``demo``: ``simulate`` followed by ``__default__`` — the quick start on the synthetic cohort.
+Every folder under ``pipelines/`` is registered under its own name, ``demo`` included
+(``simulate`` followed by a whole training run: the quick start). ``__default__`` (plain
+``kedro run``) is the training run, ``preprocessing`` to ``evaluation``, on the cohort that
+``cohort_dir`` points to (the synthetic one unless told otherwise). It never simulates, so it
+is safe to run on a real cohort.
 """
 
 from __future__ import annotations
@@ -13,8 +12,7 @@ from __future__ import annotations
 from kedro.framework.project import find_pipelines
 from kedro.pipeline import Pipeline
 
-# Pipelines that are not part of a training run.
-_NOT_IN_TRAINING_RUN = ("simulate", "inference")
+from clnm_kedro.pipelines import TRAINING_PIPELINES
 
 
 def register_pipelines() -> dict[str, Pipeline]:
@@ -24,7 +22,6 @@ def register_pipelines() -> dict[str, Pipeline]:
         A mapping from pipeline names to ``Pipeline`` objects.
     """
     pipelines = find_pipelines(raise_errors=True)
-    training = [p for name, p in pipelines.items() if name not in _NOT_IN_TRAINING_RUN]
+    training = [pipelines[name] for name in TRAINING_PIPELINES if name in pipelines]
     pipelines["__default__"] = sum(training, Pipeline([]))
-    pipelines["demo"] = pipelines.get("simulate", Pipeline([])) + pipelines["__default__"]
     return pipelines
