@@ -5,7 +5,15 @@ kedro-mlflow registers its hooks itself through its entry point; its configurati
 the README's commands and in CI (clinical data: nothing leaves the machine).
 """
 
+from pathlib import Path
+
 from kedro.config import OmegaConfigLoader
+
+
+def _working_directory() -> str:
+    """The folder Kedro runs in (the project root): ``${cwd:}`` in configuration files."""
+    return Path.cwd().as_posix()
+
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
@@ -13,6 +21,9 @@ CONFIG_LOADER_ARGS = {
     "default_run_env": "local",
     # An environment (paper, test, local) overrides single keys of a parameter block.
     "merge_strategy": {"parameters": "soft"},
+    # ${cwd:} makes the MLflow SQLite URI absolute: MLflow caches one store per URI, so a
+    # relative "sqlite:///mlflow.db" would stick to the first project opened in a process.
+    "custom_resolvers": {"cwd": _working_directory},
     "config_patterns": {
         "catalog": ["catalog*", "catalog*/**", "**/catalog*"],
         "parameters": ["parameters*", "parameters*/**", "**/parameters*"],
