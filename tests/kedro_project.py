@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import mlflow
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
@@ -51,7 +52,12 @@ def run_pipelines(
     runtime_params: dict[str, Any] | None = None,
     **run_kwargs: Any,
 ) -> dict[str, Any]:
-    """Run ``pipelines`` in ``project`` as ``kedro run --pipelines ... --env ...`` would."""
+    """Run ``pipelines`` in ``project`` as ``kedro run --pipelines ... --env ...`` would.
+
+    kedro-mlflow reopens its run in every node and closes it once at the end of a ``kedro run``
+    process; in a test process the next session would log into the same run, so the run is
+    closed here.
+    """
     os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
     previous = Path.cwd()
     os.chdir(project)
@@ -63,3 +69,5 @@ def run_pipelines(
             return session.run(pipeline_names=pipelines, **run_kwargs)
     finally:
         os.chdir(previous)
+        while mlflow.active_run() is not None:
+            mlflow.end_run()

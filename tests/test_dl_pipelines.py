@@ -70,12 +70,8 @@ def new_project(folder: Path, crops: np.ndarray, splits: pd.DataFrame) -> Path:
 
 
 def run(project: Path, pipelines: list[str], **kwargs: Any) -> None:
-    """Run ``pipelines`` through Kedro, then close the MLflow run kedro-mlflow leaves open."""
-    try:
-        run_pipelines(project, pipelines, **kwargs)
-    finally:
-        while mlflow.active_run() is not None:
-            mlflow.end_run()
+    """Run ``pipelines`` through Kedro in the isolated project."""
+    run_pipelines(project, pipelines, **kwargs)
 
 
 def read_table(project: Path, relative: str) -> pd.DataFrame:

@@ -15,7 +15,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import optuna
 import pandas as pd
@@ -115,16 +114,8 @@ def read_outputs(project: Path) -> dict[str, Any]:
 
 
 def run(project: Path, pipelines: list[str], **kwargs: Any) -> None:
-    """Run ``pipelines`` through Kedro, then close the MLflow run kedro-mlflow leaves open.
-
-    kedro-mlflow reopens its run in every node and closes it once at the end, so in one
-    process the next session would log into the same run (a ``kedro run`` is a process).
-    """
-    try:
-        run_pipelines(project, pipelines, **kwargs)
-    finally:
-        while mlflow.active_run() is not None:
-            mlflow.end_run()
+    """Run ``pipelines`` through Kedro in the isolated project."""
+    run_pipelines(project, pipelines, **kwargs)
 
 
 def study_sizes(project: Path) -> dict[str, int]:
