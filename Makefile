@@ -32,5 +32,6 @@ viz: setup                          ## build kedro-viz as a static site in build
 mlflow-ui: setup                    ## open the MLflow UI on the default tracking store
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
-clean-data:                         ## remove every generated output (keeps the layer folders)
-	find data -mindepth 2 -type f ! -name .gitkeep -delete; find data -mindepth 2 -type d -empty -delete
+clean-data:                         ## remove generated outputs; never a cohort you put in data/01_raw
+	find data/0[2-8]_* -mindepth 1 ! -name .gitkeep -delete
+	rm -rf data/01_raw/synthetic_cohort data/01_raw/synthetic_cohort_oracle.csv

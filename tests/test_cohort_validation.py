@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from clnm_kedro.cohort import CohortError, ImageReadError, image_size, read_greyscale
-from clnm_kedro.datasets import CohortDataset
+from clnm_kedro.datasets import CohortDataset, RawCohort
 from clnm_kedro.pipelines.preprocessing import nodes
 from cohort_factory import (
     DICOM_IDENTIFIERS,
@@ -554,3 +554,14 @@ def test_frame_factory_box_is_where_it_says():
     inside[6:12, 5:9] = True
     assert (frame[inside] == NODULE).all()
     assert (frame[~inside] > NODULE).all()
+
+
+def test_view_file_names_match_in_any_case(tmp_path: Path) -> None:
+    """Windows exports write Longitudinal.PNG; the view is still found."""
+    folder = tmp_path / "images" / "007"
+    folder.mkdir(parents=True)
+    (folder / "Longitudinal.PNG").write_bytes(b"x")
+    (folder / "transverse.png").write_bytes(b"x")
+    cohort = RawCohort(root=tmp_path, clinical=None, rois=None)
+    assert [p.name for p in cohort.image_candidates("007", "longitudinal")] == ["Longitudinal.PNG"]
+    assert [p.name for p in cohort.image_candidates("007", "transverse")] == ["transverse.png"]

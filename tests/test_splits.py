@@ -93,6 +93,12 @@ def test_no_external_centre_names_the_centres_present() -> None:
         assign_splits(table, ["HOSPITAL_X"], n_folds=5, seed=1)
 
 
+def test_a_misspelt_external_centre_is_an_error_not_training_data() -> None:
+    table = make_table(TWO_TRAINING_CENTRES)
+    with pytest.raises(CohortError, match=r"\['c'\].*centres are \['A', 'B', 'C'\]"):
+        assign_splits(table, ["B", "c"], n_folds=5, seed=1)
+
+
 def test_every_centre_external_is_an_error() -> None:
     table = make_table(TWO_TRAINING_CENTRES)
     with pytest.raises(CohortError, match="at least one centre must remain for training"):

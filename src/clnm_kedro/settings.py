@@ -8,11 +8,22 @@ the README's commands and in CI (clinical data: nothing leaves the machine).
 from pathlib import Path
 
 from kedro.config import OmegaConfigLoader
+from kedro.utils import find_kedro_project
 
 
-def _working_directory() -> str:
-    """The folder Kedro runs in (the project root): ``${cwd:}`` in configuration files."""
-    return Path.cwd().as_posix()
+def _project_root() -> str:
+    """The Kedro project Kedro runs in, found upwards from the working folder.
+
+    ``${project_root:}`` in configuration files: the same folder whether ``kedro`` is started
+    in the project root, in ``notebooks/`` or in ``src/``.
+    """
+    here = Path.cwd()
+    return Path(find_kedro_project(here) or here).as_posix()
+
+
+def _without_trailing_slash(path: str) -> str:
+    """``${strip_slash:...}``: ``/data/cohort/`` → ``/data/cohort``, to build sibling paths."""
+    return str(path).rstrip("/") or "/"
 
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
@@ -21,9 +32,9 @@ CONFIG_LOADER_ARGS = {
     "default_run_env": "local",
     # An environment (paper, test, local) overrides single keys of a parameter block.
     "merge_strategy": {"parameters": "soft"},
-    # ${cwd:} makes the MLflow SQLite URI absolute: MLflow caches one store per URI, so a
-    # relative "sqlite:///mlflow.db" would stick to the first project opened in a process.
-    "custom_resolvers": {"cwd": _working_directory},
+    # ${project_root:} makes the MLflow SQLite URI absolute: MLflow caches one store per URI,
+    # so a relative "sqlite:///mlflow.db" would stick to the first project opened in a process.
+    "custom_resolvers": {"project_root": _project_root, "strip_slash": _without_trailing_slash},
     "config_patterns": {
         "catalog": ["catalog*", "catalog*/**", "**/catalog*"],
         "parameters": ["parameters*", "parameters*/**", "**/parameters*"],

@@ -68,6 +68,14 @@ def check_split_feasible(
             f"in {what}; its centres are {centers}. Name one of them, e.g. "
             f'kedro run --params "split.external_centers=[{centers[-1] if centers else ""}]"'
         )
+    # A misspelt name would silently turn that centre's patients into training data.
+    unknown = sorted(set(externals) - set(centers))
+    if unknown:
+        raise CohortError(
+            f"External centre(s) {unknown} (parameter split.external_centers) are not in "
+            f"{what}; its centres are {centers}. Correct the name(s), or the patients of the "
+            "centre you meant would be used for training"
+        )
     training = table[~table["center"].astype(str).isin(externals)]
     if training.empty:
         raise CohortError(

@@ -42,14 +42,14 @@ class RawCohort:
     rois: pd.DataFrame
 
     def image_candidates(self, patient_id: str, view: str) -> list[Path]:
-        """All files that could hold ``view`` of ``patient_id`` (any contract suffix, any case)."""
+        """All files that could hold ``view`` of ``patient_id`` (contract names, in any case)."""
         folder = self.root / "images" / patient_id
         if not folder.is_dir():
             return []
         return sorted(
             p
             for p in folder.iterdir()
-            if p.is_file() and p.stem == view and p.suffix.lower() in IMAGE_SUFFIXES
+            if p.is_file() and p.stem.lower() == view and p.suffix.lower() in IMAGE_SUFFIXES
         )
 
     def relative(self, path: Path) -> str:
@@ -71,7 +71,7 @@ class CohortDataset(AbstractDataset[WritableCohort, RawCohort]):
     """
 
     def __init__(self, path: str, metadata: dict[str, Any] | None = None) -> None:
-        self._path = Path(path)
+        self._path = Path(path).expanduser()
         self.metadata = metadata
 
     def load(self) -> RawCohort:
