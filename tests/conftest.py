@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,9 @@ import mlflow
 import pytest
 
 from cohort_factory import FactoryCohort, write_cohort
+
+# Clinical data: Kedro telemetry stays off in every test, however pytest is started.
+os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
 
 
 @pytest.fixture(autouse=True)

@@ -32,6 +32,7 @@ def make_project_copy(target: Path) -> Path:
     """Copy ``pyproject.toml`` and ``conf/`` (not ``conf/local``) into ``target``."""
     target.mkdir(parents=True, exist_ok=True)
     shutil.copy2(PROJECT_ROOT / "pyproject.toml", target / "pyproject.toml")
+    shutil.copy2(PROJECT_ROOT / ".telemetry", target / ".telemetry")  # telemetry stays off
     shutil.copytree(
         PROJECT_ROOT / "conf",
         target / "conf",
