@@ -62,18 +62,12 @@ from clnm_kedro.heads import (
     training_rows,
 )
 from clnm_kedro.heads.families import single_threaded_numerics
+from clnm_kedro.reporting.predictions import PREDICTION_COLUMNS, SPLIT_ORDER
 
 logger = logging.getLogger(__name__)
 
-PREDICTION_COLUMNS: tuple[str, ...] = (
-    "patient_id",
-    "center",
-    "split",
-    "model",
-    "clnm",
-    "probability",
-)
-SPLIT_ORDER: dict[str, int] = {"train": 0, "train_cv": 1, "external": 2}
+# The predictions table's columns and split order come from the output contract's one home.
+SPLIT_RANK: dict[str, int] = {split: rank for rank, split in enumerate(SPLIT_ORDER)}
 _MODEL_KEYS = frozenset({"model", "clinical_columns"})
 # Packages a logged head needs (besides this project, whose preprocessing it references).
 HEAD_REQUIREMENTS: tuple[str, ...] = ("scikit-learn", "catboost", "numpy", "pandas", "skops")
@@ -276,7 +270,7 @@ def predict_out_of_fold(
 def stack_predictions(fitted: pd.DataFrame, out_of_fold: pd.DataFrame) -> pd.DataFrame:
     """The model's predictions table: ``train``, ``train_cv`` and ``external`` rows."""
     table = pd.concat([fitted, out_of_fold], ignore_index=True)
-    order = table["split"].map(SPLIT_ORDER).fillna(len(SPLIT_ORDER))
+    order = table["split"].map(SPLIT_RANK).fillna(len(SPLIT_RANK))
     return (
         table.assign(_order=order)
         .sort_values(["_order"], kind="stable")
