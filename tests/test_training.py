@@ -251,6 +251,8 @@ def test_bad_inputs_are_rejected_with_clear_messages() -> None:
         train_network(crops, splits, {"optimiser": {}}, seed=0)
     with pytest.raises(ValueError, match=r"training\.schedule"):
         train_network(crops, splits, _config(schedule="step"), seed=0)
+    with pytest.raises(ValueError, match=r"training\.view_loss_weight"):
+        train_network(crops, splits, _config(view_loss_weight=-0.5), seed=0)
     unlabelled = splits.copy()
     unlabelled["clnm"] = unlabelled["clnm"].astype(float)
     unlabelled.loc[3, "clnm"] = np.nan
@@ -289,3 +291,41 @@ def test_permuted_labels_leave_validation_auc_near_chance() -> None:
         permuted["clnm"] = np.random.default_rng(permutation_seed).permutation(labels)
         chance.append(train_network(crops, permuted, config, seed=0).history["val_auc"].mean())
     assert abs(np.mean(chance) - 0.5) < 0.12, chance
+
+
+def _view_head_weights(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in state.items() if k.startswith("view_heads.")}
+
+
+def test_each_view_of_the_dual_network_is_supervised_on_its_own() -> None:
+    """With ``view_loss_weight`` > 0 each view's classifier learns; with 0 it stays untouched."""
+    crops, splits = _cohort()
+    with training_module._reproducible(torch.device("cpu"), 0):  # the initial weights of seed 0
+        initial = _view_head_weights(build_network(resolve_config(_config())).state_dict())
+    supervised = _view_head_weights(
+        train_network(crops, splits, _config(view_loss_weight=0.5), seed=0).state_dict
+    )
+    fused_only = train_network(crops, splits, _config(view_loss_weight=0.0), seed=0)
+    assert sorted(initial) == sorted(supervised)
+    assert len(initial) == 4  # one linear layer (weight, bias) per view
+    for name, value in _view_head_weights(fused_only.state_dict).items():
+        assert torch.equal(value, initial[name])  # no gradient reached them
+        assert not torch.equal(supervised[name], initial[name])
+    # the view classifiers never change what the network predicts
+    network = fused_only.network()
+    x = torch.rand(5, 2, SIZE, SIZE) * 255
+    fused, per_view = network(x, with_view_logits=True)
+    assert per_view.shape == (5, 2)
+    assert torch.equal(fused, network(x))
+
+
+def test_single_view_network_has_no_view_classifier() -> None:
+    crops, splits = _cohort()
+    config = _config(view_loss_weight=0.5)
+    config["network"]["kind"] = "longitudinal"
+    result = train_network(crops, splits, config, seed=0)
+    assert not _view_head_weights(result.state_dict)
+    logit, per_view = result.network()(
+        torch.rand(3, 1, SIZE, SIZE), with_view_logits=True
+    )
+    assert logit.shape == (3,) and per_view.shape == (3, 0)

@@ -338,6 +338,11 @@ class UltrasoundNetwork(nn.Module):
         Fusion module for several views (ignored, identity, for one view).
     hidden_dim, dropout
         Width of the penultimate layer and the dropout before each linear layer.
+
+    A network reading several views also has one linear classifier per view on that view's
+    embedding, read only by ``forward(x, with_view_logits=True)`` while training (deep
+    supervision: each branch must be predictive on its own, so the fused classifier cannot lean
+    on one view and leave the other branch untrained); predictions and features never use them.
     """
 
     def __init__(
@@ -358,6 +363,11 @@ class UltrasoundNetwork(nn.Module):
         )
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden_dim, 1))
         self.feature_dim = hidden_dim
+        embedding_dim = branches[0].out_features
+        self.view_heads = nn.ModuleList(
+            nn.Sequential(nn.Dropout(dropout), nn.Linear(embedding_dim, 1))
+            for _ in (self.views if len(self.views) > 1 else ())
+        )
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.ndim != 4 or x.shape[1] != len(self.views):
@@ -382,9 +392,25 @@ class UltrasoundNetwork(nn.Module):
         """Penultimate-layer features ``(B, hidden_dim)``."""
         return self.hidden(self.fusion(self.view_embeddings(x)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """One CLNM logit per patient, ``(B,)``."""
-        return self.head(self.features(x)).squeeze(-1)
+    def forward(
+        self, x: torch.Tensor, with_view_logits: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """One CLNM logit per patient, ``(B,)``.
+
+        With ``with_view_logits`` (what training asks for when it supervises each view) also
+        each view's own logit, ``(B, V)`` (``V`` = 0 for a single-view network), from the same
+        pass through the branches.
+        """
+        embeddings = self.view_embeddings(x)
+        logit = self.head(self.hidden(self.fusion(embeddings))).squeeze(-1)
+        if not with_view_logits:
+            return logit
+        if not len(self.view_heads):
+            return logit, logit.new_zeros((logit.shape[0], 0))
+        per_view = torch.cat(
+            [head(embeddings[:, i]) for i, head in enumerate(self.view_heads)], dim=1
+        )
+        return logit, per_view
 
 
 def build_network(config: Mapping[str, Any] | None) -> UltrasoundNetwork:

@@ -68,6 +68,8 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "warmup_epochs": 2,
     "min_lr_ratio": 0.01,  # cosine floor, fraction of learning_rate
     "imbalance": "pos_weight",  # pos_weight | balanced_sampler | none
+    "view_loss_weight": 0.5,  # dual network: weight of the mean loss of each view's own
+    #                           classifier (deep supervision; 0 = fused loss only)
     "early_stopping_patience": 8,  # epochs without a better validation AUC
     "min_epochs": 10,  # no checkpoint kept and no stop before this epoch (AUC of a few dozen
     #                    validation patients is noisy; an untrained network can look best)
@@ -94,7 +96,8 @@ class TrainingResult:
     config
         The resolved parameter block (every section, defaults filled in).
     history
-        One row per epoch: ``epoch, train_loss, val_loss, val_auc, lr, seconds``.
+        One row per epoch: ``epoch, train_loss, val_loss, val_auc, lr, seconds``
+        (``train_loss`` is the objective: the fused loss plus the weighted view losses).
     best_epoch, best_val_auc
         The epoch whose weights were kept and its validation AUC.
     seed
@@ -132,6 +135,10 @@ def training_settings(config: Mapping[str, Any] | None) -> dict[str, Any]:
             raise ValueError(f"training.{key} must be >= 1, got {settings[key]}")
     if int(settings["batch_size"]) < 2:
         raise ValueError("training.batch_size must be >= 2 (batch normalisation)")
+    if float(settings["view_loss_weight"]) < 0:
+        raise ValueError(
+            f"training.view_loss_weight must be >= 0, got {settings['view_loss_weight']}"
+        )
     if float(settings["learning_rate"]) <= 0:
         raise ValueError(f"training.learning_rate must be > 0, got {settings['learning_rate']}")
     return settings
@@ -347,6 +354,7 @@ def train_network(
         )
         scheduler = _scheduler(optimizer, settings, steps_per_epoch)
         criterion = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+        view_weight = float(settings["view_loss_weight"]) if len(model.view_heads) else 0.0
         shuffle_generator = torch.Generator().manual_seed(seed)
         augment_generator = torch.Generator(device=torch_device).manual_seed(seed + 1)
         source = BatchSource(
@@ -378,8 +386,14 @@ def train_network(
                 x = augment_batch(x, resolved, augment_generator)
                 y = batch_labels.to(torch_device, non_blocking=True)
                 with torch.autocast(torch_device.type, torch.bfloat16, enabled=amp):
-                    logits = model(x)
+                    if view_weight > 0:
+                        logits, view_logits = model(x, with_view_logits=True)
+                    else:
+                        logits = model(x)
                 loss = criterion(logits.float(), y)
+                if view_weight > 0:
+                    view_losses = [criterion(v.float(), y) for v in view_logits.unbind(dim=1)]
+                    loss = loss + view_weight * torch.stack(view_losses).mean()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
