@@ -406,3 +406,23 @@ def test_simulate_through_kedro(tmp_path: Path) -> None:
     before = files_of(cohort_dir)
     run_pipelines(project, ["simulate"], env="test", runtime_params={"cohort_dir": str(cohort_dir)})
     assert files_of(cohort_dir) == before
+
+
+def test_caliper_none_exports_the_same_frame_without_the_marks(tmp_path: Path) -> None:
+    """``caliper: none`` (a clean export) changes only the pixels of the caliper marks."""
+    frames = {}
+    for caliper in ("plus", "none"):
+        centers = tiny_parameters()["centers"]
+        centers[0]["scanner"]["caliper"] = caliper
+        write_tiny_cohort(tmp_path / caliper, n_patients=2, seed=3, centers=centers)
+        frames[caliper] = np.asarray(
+            Image.open(tmp_path / caliper / "images" / "A0001" / "transverse.png")
+        )
+    rois = pd.read_csv(tmp_path / "none" / "rois.csv")
+    box = rois[(rois["patient_id"] == "A0001") & (rois["view"] == "transverse")].iloc[0]
+    changed_rows, changed_cols = np.nonzero(frames["plus"] != frames["none"])
+    assert changed_rows.size > 0
+    # every changed pixel lies within a caliper's arm (5 px) of the nodule's box
+    assert changed_cols.min() >= box["x_min"] - 6 and changed_cols.max() <= box["x_max"] + 5
+    assert changed_rows.min() >= box["y_min"] - 6 and changed_rows.max() <= box["y_max"] + 5
+    assert np.all(frames["plus"][changed_rows, changed_cols] == 235)  # the marks' grey level

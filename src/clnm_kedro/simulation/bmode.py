@@ -677,7 +677,7 @@ def compose_frame(
     # calipers at the nodule's extremes, and the measured diameters
     ext = _extremes(mask)
     size = 5 if scanner.caliper == "plus" else 4
-    for cx, cy in ext.values():
+    for cx, cy in ext.values() if scanner.caliper != "none" else ():
         px, py = x0 + cx, y0 + cy
         if scanner.caliper == "plus":
             draw.line([(px - size, py), (px + size, py)], fill=white)

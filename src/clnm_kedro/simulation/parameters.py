@@ -227,8 +227,8 @@ def _check_scanner(scanner: Mapping[str, Any], where: str) -> None:
     )
     if scanner["text_panel"] not in ("left", "right"):
         raise SimulationParameterError(f"{where}.text_panel must be 'left' or 'right'")
-    if scanner["caliper"] not in ("plus", "cross"):
-        raise SimulationParameterError(f"{where}.caliper must be 'plus' or 'cross'")
+    if scanner["caliper"] not in ("plus", "cross", "none"):
+        raise SimulationParameterError(f"{where}.caliper must be 'plus', 'cross' or 'none'")
     height, width = (int(v) for v in scanner["frame_size"])
     x0, y0 = (int(v) for v in scanner["image_origin"])
     rows = round(float(scanner["depth_mm"]) / float(scanner["pixel_spacing_mm"]))
