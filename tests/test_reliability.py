@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import sqlite3
 import time
@@ -322,7 +323,11 @@ class FailIn:
 def _session_run(
     project: Path, cohort: Path, extra_hooks: tuple[Any, ...] = (), **kwargs: Any
 ) -> None:
-    """``kedro run --env test`` (the default pipeline) with ``extra_hooks`` registered."""
+    """``kedro run --env test`` (the default pipeline) with ``extra_hooks`` registered, run
+    from the project folder as ``kedro run`` is (the MLflow and Optuna stores are found there).
+    """
+    previous = Path.cwd()
+    os.chdir(project)
     bootstrap_project(project)
     try:
         with KedroSession.create(
@@ -332,6 +337,7 @@ def _session_run(
                 session._hook_manager.register(hook)
             session.run(pipeline_names=["__default__"], **kwargs)
     finally:
+        os.chdir(previous)
         while mlflow.active_run() is not None:
             mlflow.end_run()
 
@@ -393,11 +399,16 @@ def test_failed_run_leaves_nothing_complete_and_resumes(
 
 
 def _session_catalog(project: Path, cohort: Path) -> Any:
-    bootstrap_project(project)
-    with KedroSession.create(
-        project_path=project, env="test", runtime_params={"cohort_dir": str(cohort)}
-    ) as session:
-        return session.load_context().catalog
+    previous = Path.cwd()
+    os.chdir(project)
+    try:
+        bootstrap_project(project)
+        with KedroSession.create(
+            project_path=project, env="test", runtime_params={"cohort_dir": str(cohort)}
+        ) as session:
+            return session.load_context().catalog
+    finally:
+        os.chdir(previous)
 
 
 # --- the journal on its own (no run needed) -----------------------------------------------
