@@ -321,7 +321,11 @@ CATALOGUE: dict[str, tuple[Callable[[FactoryCohort], None], Stops | Excludes | R
     "extra unknown columns": (extra_unknown_columns, Reads(("P001",))),
     "external centre of one patient": (
         one_patient_external_centre,
-        Stops(CohortError, r"external test set .*CENTER_B.* 1 patient.*both classes"),
+        Stops(
+            CohortError,
+            r"The external test set of clinical\.csv \(centre\(s\) \['CENTER_B'\]\) has 1 "
+            r"patient\(s\), all with clnm=1; its AUC, sensitivity and specificity need",
+        ),
     ),
     "Unicode IDs and spaces in paths": (unicode_and_space_ids, Reads(("Müller 002", "患者-033"))),
     "16-bit PNG": (sixteen_bit_png, Reads(("P010",))),
@@ -391,7 +395,8 @@ CATALOGUE: dict[str, tuple[Callable[[FactoryCohort], None], Stops | Excludes | R
         unknown_external_centre,
         Stops(
             CohortError,
-            r"None of the external centres \['CENTER_Z'\].*its centres are \['CENTER_A', 'CENTER_B'\]",
+            r"None of the external centres \['CENTER_Z'\]"
+            r".*its centres are \['CENTER_A', 'CENTER_B'\]",
         ),
     ),
     "row of empty cells": (
