@@ -16,8 +16,8 @@ journal are deleted; when the process was killed instead (no error hook runs), t
 what finished nodes wrote, and ``--only-missing-outputs`` reruns the rest.
 
 Only files under the project's ``data/`` folder are ever deleted, never ``data/01_raw``
-(raw data is read-only; a cohort the simulator left half-written is refused by
-``CohortDataset`` instead).
+(raw data is read-only; the simulator writes a cohort into a temporary folder and renames it
+only when it is complete).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,7 @@ class UnfinishedOutputsHooks:
         self._pending: dict[str, set[str]] = {}  # node name -> files not yet (re)written
         self._unsaved: dict[str, set[str]] = {}  # node name -> outputs not yet saved
         self._only_missing = False
+        self._lock = threading.Lock()  # ThreadRunner: nodes finish in several threads
 
     # --- journal ---------------------------------------------------------------------------
 
@@ -99,6 +101,10 @@ class UnfinishedOutputsHooks:
         return files
 
     def _write_journal(self) -> None:
+        with self._lock:
+            self._write_journal_unlocked()
+
+    def _write_journal_unlocked(self) -> None:
         if self._journal is None:
             return
         if not self._pending:
