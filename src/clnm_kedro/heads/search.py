@@ -37,8 +37,10 @@ import json
 import logging
 import math
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -47,7 +49,7 @@ import optuna
 import pandas as pd
 import sqlalchemy.exc
 from matplotlib.figure import Figure
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import (
@@ -84,8 +86,9 @@ NON_FEATURE_COLUMNS: tuple[str, ...] = ("patient_id", "center", "clnm", "split",
 FINISHED_STATES: tuple[TrialState, ...] = (TrialState.COMPLETE, TrialState.PRUNED)
 # Trials that count towards ``n_trials``: finished ones and those running in any worker.
 COUNTED_STATES: tuple[TrialState, ...] = (*FINISHED_STATES, TrialState.RUNNING)
-# A worker's running trial writes a heartbeat this often (seconds); a trial without one for the
-# grace period belongs to a worker that died and is marked failed.
+# On a database server (PostgreSQL...), where several workers share studies, a worker's running
+# trial writes a heartbeat this often (seconds); one silent for the grace period belongs to a
+# worker that died and is marked failed when any worker starts its next trial.
 HEARTBEAT_INTERVAL_S = 10
 HEARTBEAT_GRACE_S = 60
 
@@ -452,13 +455,16 @@ def open_storage(storage_url: str | None) -> optuna.storages.BaseStorage:
         raise ValueError(f"Not a valid Optuna storage URL: {storage_url!r} ({error}).") from error
     if url.drivername.startswith("sqlite") and url.database not in (None, "", ":memory:"):
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    heartbeat = {}
+    if not url.drivername.startswith("sqlite"):
+        heartbeat = {"heartbeat_interval": HEARTBEAT_INTERVAL_S, "grace_period": HEARTBEAT_GRACE_S}
     for attempt in range(3):
         try:
-            return optuna.storages.RDBStorage(
-                storage_url,
-                heartbeat_interval=HEARTBEAT_INTERVAL_S,
-                grace_period=HEARTBEAT_GRACE_S,
-            )
+            with warnings.catch_warnings():
+                # Optuna flags the heartbeat arguments as experimental (an API-stability note;
+                # optuna is pinned), and ignores the same warning for its own heartbeat calls.
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(storage_url, **heartbeat)
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
             # Two workers starting on an empty database both create Optuna's tables; the
             # slower one fails on a name the other just made, and finds the tables next time.
@@ -536,16 +542,17 @@ def tune_family(
     study = _open_study(storage, study_name, seed, spec, fingerprint)
     missing = spec.n_trials - finished_trials(study)
     start = time.perf_counter()
+    # Running trials of other workers count towards n_trials. Without heartbeats (SQLite) a
+    # trial left running by a killed process would count for ever, so there only trials
+    # started after this worker began count (SQLite suits one worker; see the README).
+    heartbeat = getattr(storage, "get_heartbeat_interval", lambda: None)()
+    since = None if heartbeat is not None else datetime.now()
     if missing > 0:
         objective = make_objective(X, y, family, spec, seed)
 
         def counted_objective(trial: optuna.Trial) -> float:
             # Two workers can start a trial at the same moment; the later one stands down.
-            ahead = [
-                t
-                for t in trial.study.get_trials(deepcopy=False, states=COUNTED_STATES)
-                if t.number < trial.number
-            ]
+            ahead = [t for t in counted_trials(trial.study, since) if t.number < trial.number]
             if len(ahead) >= spec.n_trials:
                 trial.study.stop()
                 raise SurplusTrialError(
@@ -554,28 +561,52 @@ def tune_family(
                 )
             return objective(trial)
 
+        def stop_at_total(study: optuna.Study, trial: FrozenTrial) -> None:
+            if len(counted_trials(study, since)) >= spec.n_trials:
+                study.stop()
+
         study.optimize(
             counted_objective,
             n_trials=missing,
             timeout=spec.timeout_s,
             catch=(SurplusTrialError,),
-            # Stops at n_trials, counting the trials other workers sharing the study still run.
-            callbacks=[optuna.study.MaxTrialsCallback(spec.n_trials, states=COUNTED_STATES)],
+            callbacks=[stop_at_total],
         )
     if not isinstance(storage, optuna.storages.InMemoryStorage):  # only a stored study is shared
-        wait_for_other_workers(study)
+        wait_for_other_workers(study, since)
     return study, time.perf_counter() - start
 
 
-def wait_for_other_workers(study: optuna.Study, poll_s: float = 0.2) -> None:
-    """Wait until no other worker runs a trial of ``study`` (so that its best is final).
+def counted_trials(study: optuna.Study, since: datetime | None = None) -> list[FrozenTrial]:
+    """Trials that count towards ``n_trials``: finished ones, and running ones of any worker.
 
-    A worker that died leaves a running trial whose heartbeat stops; it is marked failed after
-    the grace period, so the wait ends.
+    ``since``: count only running trials started at or after this time (storages without
+    heartbeats, where a dead worker's trial would otherwise stay running for ever).
+    """
+    return [
+        trial
+        for trial in study.get_trials(deepcopy=False, states=COUNTED_STATES)
+        if trial.state != TrialState.RUNNING
+        or since is None
+        or (trial.datetime_start is not None and trial.datetime_start >= since)
+    ]
+
+
+def wait_for_other_workers(
+    study: optuna.Study, since: datetime | None = None, poll_s: float = 0.2
+) -> None:
+    """Wait until no other worker runs a counted trial of ``study``, so that its best is final.
+
+    A worker that died leaves a running trial whose heartbeat stops; after the grace period
+    the wait ends anyway (and the next trial any worker starts marks that trial failed).
     """
     deadline = time.monotonic() + 2 * HEARTBEAT_GRACE_S + HEARTBEAT_INTERVAL_S
+
+    def running() -> list[FrozenTrial]:
+        return [t for t in counted_trials(study, since) if t.state == TrialState.RUNNING]
+
     announced = False
-    while study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    while running():
         if time.monotonic() > deadline:
             logger.warning(
                 "Study %s still has running trials that no worker updates; using the best of "
@@ -586,7 +617,6 @@ def wait_for_other_workers(study: optuna.Study, poll_s: float = 0.2) -> None:
         if not announced:
             logger.info("Waiting for other workers' trials of study %s.", study.study_name)
             announced = True
-        optuna.storages.fail_stale_trials(study)
         time.sleep(poll_s)
 
 

@@ -1,7 +1,8 @@
-"""Scale-out head tuning: two worker processes share one Optuna study on PostgreSQL.
+"""Scale-out head tuning: workers sharing one Optuna study stop at its total together.
 
-Needs a PostgreSQL server; ``.ci/run`` starts one (``.ci/start_postgres.sh``) and exports its
-URL as ``CLNM_TEST_POSTGRES_URL``. The test is skipped only when that variable is unset.
+The two-process test needs a PostgreSQL server; ``.ci/run`` starts one
+(``.ci/start_postgres.sh``) and exports its URL as ``CLNM_TEST_POSTGRES_URL``. It is skipped
+only when that variable is unset. The counting rules themselves are also checked on SQLite.
 """
 
 from __future__ import annotations
@@ -10,19 +11,24 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
 
+import numpy as np
 import optuna
+import pandas as pd
 import pytest
 from optuna.trial import TrialState
+
+from clnm_kedro.heads.search import HeadSpec, open_storage, tune_family
 
 POSTGRES_URL = os.environ.get("CLNM_TEST_POSTGRES_URL")
 N_TRIALS = 12
 FAMILIES = ["logistic_regression", "knn"]
 
-pytestmark = pytest.mark.skipif(
+needs_postgres = pytest.mark.skipif(
     not POSTGRES_URL, reason="CLNM_TEST_POSTGRES_URL is not set (.ci/run starts PostgreSQL)"
 )
 
@@ -66,6 +72,7 @@ Path(folder, worker + ".json").write_text(json.dumps(
 """
 
 
+@needs_postgres
 def test_two_workers_share_one_study(tmp_path: Path) -> None:
     model = f"test_{uuid.uuid4().hex[:8]}"  # a fresh set of studies in the shared database
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
@@ -116,3 +123,66 @@ def test_two_workers_share_one_study(tmp_path: Path) -> None:
     finally:
         for study_name in results[0]["studies"].values():
             optuna.delete_study(study_name=study_name, storage=storage)
+
+
+def _table() -> tuple[pd.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"age": rng.normal(45, 11, 60), "tumor_size_mm": rng.uniform(2, 10, 60)})
+    return X, (rng.random(60) < 0.4).astype(int)
+
+
+def _tune(storage: optuna.storages.BaseStorage, n_trials: int) -> optuna.Study:
+    spec = HeadSpec.from_params(
+        {
+            "families": ["logistic_regression"],
+            "n_trials": n_trials,
+            "timeout_s": None,
+            "cv": {"n_splits": 3, "n_repeats": 1},
+            "search_space": {
+                "logistic_regression": {"C": {"type": "float", "low": 0.01, "high": 10.0}}
+            },
+        }
+    )
+    X, y = _table()
+    study, _ = tune_family(
+        X, y, "logistic_regression", spec, storage=storage, study_name="m.lr", seed=0
+    )
+    return study
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")  # study.ask() below
+def test_a_trial_beyond_the_total_stands_down_and_the_best_waits_for_others(
+    tmp_path: Path,
+) -> None:
+    """Another worker has 2 finished trials and 1 running; the total is 3. This worker's trial
+    would be a 4th: it ends at once as failed (never counted), and the worker reads the study's
+    best only once the other worker's trial has finished. (A database server has heartbeats,
+    as here.)"""
+    storage = optuna.storages.RDBStorage(
+        f"sqlite:///{tmp_path / 'optuna.db'}", heartbeat_interval=10, grace_period=60
+    )
+    study = _tune(storage, 2)
+    other_workers_trial = study.ask()  # still running in "another worker"
+    finish = threading.Timer(1.0, lambda: study.tell(other_workers_trial, 0.99))
+    finish.start()
+    try:
+        study = _tune(storage, 3)
+    finally:
+        finish.join()
+
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.COMPLETE] * 3 + [TrialState.FAIL]
+    assert study.best_trial.number == other_workers_trial.number  # waited for it
+    assert study.best_value == 0.99
+
+
+def test_a_trial_left_running_by_a_killed_run_does_not_block_the_total(tmp_path: Path) -> None:
+    """SQLite (no heartbeats): a trial an earlier, killed run left running is not counted."""
+    storage = open_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    study = _tune(storage, 2)
+    study.ask()  # the process running it was killed
+    study = _tune(storage, 3)
+    states = [t.state for t in study.trials]
+    assert states.count(TrialState.COMPLETE) == 3
+    assert states.count(TrialState.RUNNING) == 1
