@@ -7,6 +7,9 @@ if ! command -v pg_lsclusters >/dev/null 2>&1; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
 fi
+if [ -z "$(pg_lsclusters --no-header)" ]; then   # the package normally creates "main" itself
+    pg_createcluster "$(ls /usr/lib/postgresql | sort -V | tail -n 1)" main >/dev/null
+fi
 read -r PG_VERSION PG_CLUSTER _ < <(pg_lsclusters --no-header | head -n 1)
 pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" start 2>/dev/null || true   # already running: fine
 PG_PORT=$(pg_lsclusters --no-header | awk -v v="$PG_VERSION" -v c="$PG_CLUSTER" '$1==v && $2==c {print $3}')
