@@ -10,6 +10,12 @@ from pathlib import Path
 from kedro.config import OmegaConfigLoader
 from kedro.utils import find_kedro_project
 
+from clnm_kedro.hooks import UnfinishedOutputsHooks
+
+# A failed or killed run leaves nothing that `kedro run --only-missing-outputs` would take for
+# finished (see clnm_kedro.hooks and the README's "Resuming a run that stopped").
+HOOKS = (UnfinishedOutputsHooks(),)
+
 
 def _project_root() -> str:
     """The Kedro project Kedro runs in, found upwards from the working folder.

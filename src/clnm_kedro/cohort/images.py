@@ -69,6 +69,7 @@ def image_size(path: Path | str, patient_id: str = "") -> tuple[int, int]:
         except Exception as exc:
             raise ImageReadError(patient_id, path, f"not a readable DICOM file ({exc})") from exc
         _check_single_frame(header, path, patient_id)
+        _check_decoder(header, path, patient_id)
         rows, columns = header.get("Rows"), header.get("Columns")
         if not rows or not columns:
             raise ImageReadError(patient_id, path, "the DICOM header has no image size")
@@ -129,6 +130,26 @@ def _check_single_frame(dataset: pydicom.Dataset, path: Path, patient_id: str) -
         )
 
 
+def _check_decoder(dataset: pydicom.Dataset, path: Path, patient_id: str) -> None:
+    """Refuse compressed pixel data that no installed decoder can read, saying so plainly."""
+    meta = getattr(dataset, "file_meta", None)
+    syntax = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
+    if syntax is None or not syntax.is_compressed:
+        return
+    try:
+        available = pydicom.pixels.get_decoder(syntax).is_available
+    except NotImplementedError:  # a transfer syntax pydicom has no decoder for at all
+        available = False
+    if not available:
+        raise ImageReadError(
+            patient_id,
+            path,
+            f"the DICOM pixel data is compressed ({syntax.name}); no decoder for it is "
+            "installed (pydicom needs pylibjpeg with its plugins, or gdcm): export the "
+            "images uncompressed, or install a decoder",
+        )
+
+
 def _luminance(rgb: np.ndarray) -> np.ndarray:
     return rgb[..., :3].astype(np.float32) @ LUMA_WEIGHTS
 
@@ -159,6 +180,7 @@ def _read_dicom(path: Path, patient_id: str) -> np.ndarray:
     _check_single_frame(dataset, path, patient_id)
     if "PixelData" not in dataset:
         raise ImageReadError(patient_id, path, "the DICOM file has no pixel data")
+    _check_decoder(dataset, path, patient_id)
     photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     try:
         pixels = dataset.pixel_array  # YBR colour is converted to RGB here

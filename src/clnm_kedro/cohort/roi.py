@@ -142,6 +142,22 @@ def crop_roi(
     return np.clip(np.rint(square), 0, 255).astype(np.uint8)
 
 
+def _check_not_blank(
+    image: np.ndarray, box: Sequence[float], margin: float, patient_id: str, path: str
+) -> None:
+    """Refuse a crop whose whole window (box and margin) is one grey value: nothing to see."""
+    x0, y0, x1, y1 = square_window(box, margin)
+    height, width = image.shape
+    window = image[max(y0, 0) : min(y1, height), max(x0, 0) : min(x1, width)]
+    if window.size and window.min() == window.max():
+        raise ImageReadError(
+            patient_id,
+            path,
+            f"the box and its margin hold one grey value only ({float(window.min()):g}): a "
+            "blank or saturated region; check the image and the box",
+        )
+
+
 def crop_manifest(
     manifest: pd.DataFrame,
     *,
@@ -198,6 +214,7 @@ def crop_manifest(
                 problem = box_problem(box, *image.shape)
                 if problem:
                     raise ImageReadError(str(patient_id), row.path, problem)
+                _check_not_blank(image, box, margin, str(patient_id), row.path)
                 slot[view_index[row.view]] = crop_roi(image, box, margin, size, percentiles)
             except ImageReadError as error:
                 ok = False

@@ -76,6 +76,15 @@ def check_split_feasible(
             f"{what}; its centres are {centers}. Correct the name(s), or the patients of the "
             "centre you meant would be used for training"
         )
+    external = table[table["center"].astype(str).isin(externals)]
+    external_labels = sorted(external["clnm"].astype(int).unique())
+    if len(external_labels) < 2:
+        raise CohortError(
+            f"The external test set of {what} (centre(s) {externals}) has {len(external)} "
+            f"patient(s), all with clnm={external_labels[0]}; its AUC, sensitivity and "
+            "specificity need patients of both classes. Add patients or name another "
+            "external centre"
+        )
     training = table[~table["center"].astype(str).isin(externals)]
     if training.empty:
         raise CohortError(

@@ -97,6 +97,20 @@ def _clean_text(raw: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+def _check_separator(table: pd.DataFrame, source: str) -> None:
+    """A one-column header holding ';' or tabs: the file was saved with another separator."""
+    if len(table.columns) != 1:
+        return
+    header = str(table.columns[0])
+    for separator, name in ((";", "semicolons"), ("\t", "tabs")):
+        if separator in header:
+            raise CohortError(
+                f"{source} is separated by {name} (its header is {header!r}); the input "
+                "contract needs commas between columns (in Excel: save as 'CSV UTF-8 (comma "
+                "delimited)')"
+            )
+
+
 def _row_labels(table: pd.DataFrame) -> dict[int, str]:
     """Row index → "patient P007 (line 9)" (line numbers as in a text editor, header = 1)."""
     labels = {}
@@ -170,10 +184,13 @@ def validate_clinical(
     table = _clean_text(raw)
     missing = [name for name in REQUIRED_CLINICAL_COLUMNS if name not in table.columns]
     if missing:
+        _check_separator(table, source)
         raise CohortError(
             f"{source} lacks the required column(s) {missing}; the input contract needs "
             f"{list(REQUIRED_CLINICAL_COLUMNS)} (it has {list(table.columns)})"
         )
+    if table.empty:
+        raise CohortError(f"{source} has no patients: it has a header row but no data rows")
     wanted = _indicator_list(clinical_columns)
     indicators = [name for name in wanted if name in table.columns]
     for name in wanted:
@@ -262,6 +279,7 @@ def validate_rois(
     table = _clean_text(raw)
     missing = [name for name in ROI_COLUMNS if name not in table.columns]
     if missing:
+        _check_separator(table, source)
         raise CohortError(
             f"{source} lacks the required column(s) {missing}; the input contract needs "
             f"{list(ROI_COLUMNS)} (it has {list(table.columns)})"
@@ -332,6 +350,21 @@ def validate_rois(
     return box_table.astype({name: int for name in BOX_COLUMNS}), exclusion_table(records)
 
 
+def _similar_folder(folder: Path) -> str:
+    """A hint when a folder of the same name in another letter case exists."""
+    parent = folder.parent
+    if not parent.is_dir():
+        return ""
+    others = sorted(
+        p.name
+        for p in parent.iterdir()
+        if p.is_dir() and p.name.casefold() == folder.name.casefold()
+    )
+    if not others:
+        return ""
+    return f" (there is images/{others[0]}/: folder names must match patient_id exactly)"
+
+
 def check_image_files(
     files: CohortFiles,
     clinical: pd.DataFrame,
@@ -380,7 +413,7 @@ def check_image_files(
             if not candidates:
                 folder = files.root / "images" / pid
                 reason = (
-                    f"no image folder images/{pid}/"
+                    f"no image folder images/{pid}/{_similar_folder(folder)}"
                     if not folder.is_dir()
                     else f"no image file for the {view} view"
                 )

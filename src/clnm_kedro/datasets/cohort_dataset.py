@@ -10,6 +10,8 @@ Saving is only for the simulator: the object saved must know how to write itself
 
 from __future__ import annotations
 
+import csv
+import io
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
@@ -29,8 +31,36 @@ class WritableCohort(Protocol):
 
 
 def read_table(path: Path) -> pd.DataFrame:
-    """Read a contract CSV with every cell as text; empty cells become missing values."""
-    return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8")
+    """Read a contract CSV with every cell as text; empty cells become missing values.
+
+    Raises
+    ------
+    DatasetError
+        The file is empty, not UTF-8 text, not a CSV table, or names a column twice (pandas
+        would silently rename the second one).
+    """
+    raw = path.read_bytes()
+    if not raw:
+        raise DatasetError(f"'{path}' is empty (0 bytes); it needs a header row and data rows.")
+    try:
+        text = raw.decode("utf-8-sig")  # a byte-order mark (Excel's "CSV UTF-8") is fine
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise DatasetError(
+            f"'{path}' is not UTF-8 text (byte 0x{raw[error.start]:02x} on line {line}); "
+            "save it as UTF-8 (in Excel: 'CSV UTF-8 (comma delimited)')."
+        ) from error
+    header = next(csv.reader(io.StringIO(text)), [])
+    names = [name.strip() for name in header]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise DatasetError(
+            f"'{path}' has the column(s) {repeated} more than once; each column must appear once."
+        )
+    try:
+        return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise DatasetError(f"Cannot read '{path}' as a CSV table: {error}") from error
 
 
 @dataclass(frozen=True)
@@ -91,10 +121,7 @@ class CohortDataset(AbstractDataset[WritableCohort, RawCohort]):
                     f"The cohort folder '{root}' has no {name}; the input contract "
                     "(DESIGN.md) needs clinical.csv, rois.csv and images/<patient_id>/."
                 )
-            try:
-                tables[name] = read_table(path)
-            except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-                raise DatasetError(f"Cannot read '{path}' as a CSV table: {exc}") from exc
+            tables[name] = read_table(path)
         return RawCohort(root=root, clinical=tables["clinical.csv"], rois=tables["rois.csv"])
 
     def save(self, data: WritableCohort) -> None:

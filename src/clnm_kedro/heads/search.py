@@ -15,7 +15,11 @@ takes a table with a ``split`` column and keeps the ``train`` rows itself, and
 
 Studies persist in an Optuna storage (``sqlite:///data/06_models/optuna.db`` by default; any
 SQLAlchemy URL, e.g. PostgreSQL, lets several workers share a study). Rerunning continues a
-stored study: only the trials still missing to reach ``n_trials`` are run. A study made on
+stored study: only the trials still missing to reach ``n_trials`` are run. Several workers
+(processes, machines) sharing one study together stop at ``n_trials`` finished trials: each
+counts the others' running trials, a trial started beyond the total ends at once as failed
+(never counted), and each waits for the others' last trials before it reads the study's best,
+so that every worker refits the same head. A study made on
 other data or with another search space is never silently continued
 (``if_stored_study_differs``):
 
@@ -33,16 +37,19 @@ import json
 import logging
 import math
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import optuna
 import pandas as pd
+import sqlalchemy.exc
 from matplotlib.figure import Figure
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import (
@@ -77,6 +84,19 @@ logger = logging.getLogger(__name__)
 DEFAULT_STORAGE_URL = "sqlite:///data/06_models/optuna.db"
 NON_FEATURE_COLUMNS: tuple[str, ...] = ("patient_id", "center", "clnm", "split", "fold")
 FINISHED_STATES: tuple[TrialState, ...] = (TrialState.COMPLETE, TrialState.PRUNED)
+# Trials that count towards ``n_trials``: finished ones and those running in any worker.
+COUNTED_STATES: tuple[TrialState, ...] = (*FINISHED_STATES, TrialState.RUNNING)
+# On a database server (PostgreSQL...), where several workers share studies, a worker's running
+# trial writes a heartbeat this often (seconds); one silent for the grace period belongs to a
+# worker that died and is marked failed when any worker starts its next trial.
+HEARTBEAT_INTERVAL_S = 10
+HEARTBEAT_GRACE_S = 60
+
+
+class SurplusTrialError(RuntimeError):
+    """A trial that other workers' trials already make one too many; it is not run."""
+
+
 STORED_STUDY_POLICIES: tuple[str, ...] = ("new_study", "error", "replace")
 FINGERPRINT_LENGTH = 8  # hex digits of the fingerprint in a study name
 _HEAD_KEYS = frozenset(
@@ -435,7 +455,23 @@ def open_storage(storage_url: str | None) -> optuna.storages.BaseStorage:
         raise ValueError(f"Not a valid Optuna storage URL: {storage_url!r} ({error}).") from error
     if url.drivername.startswith("sqlite") and url.database not in (None, "", ":memory:"):
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-    return optuna.storages.RDBStorage(storage_url)
+    heartbeat = {}
+    if not url.drivername.startswith("sqlite"):
+        heartbeat = {"heartbeat_interval": HEARTBEAT_INTERVAL_S, "grace_period": HEARTBEAT_GRACE_S}
+    for attempt in range(3):
+        try:
+            with warnings.catch_warnings():
+                # Optuna flags the heartbeat arguments as experimental (an API-stability note;
+                # optuna is pinned), and ignores the same warning for its own heartbeat calls.
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(storage_url, **heartbeat)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            # Two workers starting on an empty database both create Optuna's tables; the
+            # slower one fails on a name the other just made, and finds the tables next time.
+            if attempt == 2:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def finished_trials(study: optuna.Study) -> int:
@@ -506,15 +542,82 @@ def tune_family(
     study = _open_study(storage, study_name, seed, spec, fingerprint)
     missing = spec.n_trials - finished_trials(study)
     start = time.perf_counter()
+    # Running trials of other workers count towards n_trials. Without heartbeats (SQLite) a
+    # trial left running by a killed process would count for ever, so there only trials
+    # started after this worker began count (SQLite suits one worker; see the README).
+    heartbeat = getattr(storage, "get_heartbeat_interval", lambda: None)()
+    since = None if heartbeat is not None else datetime.now()
     if missing > 0:
+        objective = make_objective(X, y, family, spec, seed)
+
+        def counted_objective(trial: optuna.Trial) -> float:
+            # Two workers can start a trial at the same moment; the later one stands down.
+            ahead = [t for t in counted_trials(trial.study, since) if t.number < trial.number]
+            if len(ahead) >= spec.n_trials:
+                trial.study.stop()
+                raise SurplusTrialError(
+                    f"study {trial.study.study_name} already has {spec.n_trials} trials "
+                    "finished or running in other workers"
+                )
+            return objective(trial)
+
+        def stop_at_total(study: optuna.Study, trial: FrozenTrial) -> None:
+            if len(counted_trials(study, since)) >= spec.n_trials:
+                study.stop()
+
         study.optimize(
-            make_objective(X, y, family, spec, seed),
+            counted_objective,
             n_trials=missing,
             timeout=spec.timeout_s,
-            # Stops at n_trials finished even when several workers share the study.
-            callbacks=[optuna.study.MaxTrialsCallback(spec.n_trials, states=FINISHED_STATES)],
+            catch=(SurplusTrialError,),
+            callbacks=[stop_at_total],
         )
+    if not isinstance(storage, optuna.storages.InMemoryStorage):  # only a stored study is shared
+        wait_for_other_workers(study, since)
     return study, time.perf_counter() - start
+
+
+def counted_trials(study: optuna.Study, since: datetime | None = None) -> list[FrozenTrial]:
+    """Trials that count towards ``n_trials``: finished ones, and running ones of any worker.
+
+    ``since``: count only running trials started at or after this time (storages without
+    heartbeats, where a dead worker's trial would otherwise stay running for ever).
+    """
+    return [
+        trial
+        for trial in study.get_trials(deepcopy=False, states=COUNTED_STATES)
+        if trial.state != TrialState.RUNNING
+        or since is None
+        or (trial.datetime_start is not None and trial.datetime_start >= since)
+    ]
+
+
+def wait_for_other_workers(
+    study: optuna.Study, since: datetime | None = None, poll_s: float = 0.2
+) -> None:
+    """Wait until no other worker runs a counted trial of ``study``, so that its best is final.
+
+    A worker that died leaves a running trial whose heartbeat stops; after the grace period
+    the wait ends anyway (and the next trial any worker starts marks that trial failed).
+    """
+    deadline = time.monotonic() + 2 * HEARTBEAT_GRACE_S + HEARTBEAT_INTERVAL_S
+
+    def running() -> list[FrozenTrial]:
+        return [t for t in counted_trials(study, since) if t.state == TrialState.RUNNING]
+
+    announced = False
+    while running():
+        if time.monotonic() > deadline:
+            logger.warning(
+                "Study %s still has running trials that no worker updates; using the best of "
+                "its finished trials.",
+                study.study_name,
+            )
+            return
+        if not announced:
+            logger.info("Waiting for other workers' trials of study %s.", study.study_name)
+            announced = True
+        time.sleep(poll_s)
 
 
 @contextlib.contextmanager

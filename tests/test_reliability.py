@@ -1,0 +1,463 @@
+"""Whole runs of the tiny ``test`` setting: repeatable, leak-free, de-identified, resumable.
+
+Four whole runs are shared by the module (about two minutes on two cores):
+
+- ``first`` and ``second``: ``kedro run --pipelines demo --env test`` (simulate through
+  evaluation) in two separate project copies, one seed;
+- ``tampered``: ``kedro run --env test`` on a copy of ``first``'s cohort in which the external
+  centre's images are noise and its labels (and clinical values) are rewritten, one training
+  and one external patient are stored as DICOM carrying a name, birth date and ID, and
+  clinical.csv carries two unused identifying columns;
+- ``resumed``: a project holding ``tampered``'s complete outputs runs on ``first``'s cohort,
+  fails in a late evaluation node, and is resumed with ``--only-missing-outputs``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import sqlite3
+import time
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+import torch
+from kedro.framework.hooks import hook_impl
+from kedro.framework.project import pipelines
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+from kedro.pipeline import Node, Pipeline
+from mlflow import MlflowClient
+from PIL import Image
+
+from clnm_kedro.hooks import JOURNAL_NAME, UnfinishedOutputsHooks, output_file
+from cohort_factory import DICOM_IDENTIFIERS, write_dicom
+from kedro_project import make_project_copy, run_pipelines
+
+pytestmark = pytest.mark.slow
+
+EXTERNAL = "CENTER_B"
+# Columns of clinical.csv that no parameter names: they must never leave 02_intermediate.
+UNUSED_COLUMNS = {"patient_name": "Quillon Zarnowski-{i}", "mrn": "HOSP-MRN-{i:05d}-QZ"}
+TRAINING_SPLITS = ("train", "train_cv")
+FAILING_NODE = "compute_metrics"
+
+
+@dataclass(frozen=True)
+class Run:
+    """A finished run: its project folder and cohort."""
+
+    project: Path
+    cohort: Path
+
+    @property
+    def data(self) -> Path:
+        return self.project / "data"
+
+    def read(self, relative: str) -> bytes:
+        return (self.data / relative).read_bytes()
+
+    def mlflow_runs(self) -> list[Any]:
+        client = MlflowClient(tracking_uri=f"sqlite:///{self.project / 'mlflow.db'}")
+        experiment = client.get_experiment_by_name("clnm_kedro")
+        return client.search_runs([experiment.experiment_id], order_by=["attributes.start_time"])
+
+
+def _demo_run(folder: Path) -> Run:
+    project = make_project_copy(folder)
+    cohort = project / "data" / "01_raw" / "cohort"
+    run_pipelines(project, ["demo"], env="test", runtime_params={"cohort_dir": str(cohort)})
+    return Run(project, cohort)
+
+
+@pytest.fixture(scope="module")
+def first(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    return _demo_run(tmp_path_factory.mktemp("first") / "project")
+
+
+@pytest.fixture(scope="module")
+def second(tmp_path_factory: pytest.TempPathFactory, first: Run) -> Run:
+    return _demo_run(tmp_path_factory.mktemp("second") / "project")
+
+
+def _as_dicom(png: Path, pixels: np.ndarray | None = None) -> None:
+    """Replace a PNG view by a DICOM file of the same (or given) pixels, with identifiers."""
+    stored = np.asarray(Image.open(png)) if pixels is None else pixels
+    png.unlink()
+    write_dicom(png.with_suffix(".dcm"), stored.astype(np.uint8))
+
+
+def tamper(source: Path, target: Path) -> dict[str, Any]:
+    """Copy ``source``'s cohort to ``target`` with the external centre rewritten.
+
+    Returns what was planted: the DICOM patients and the unused columns' values.
+    """
+    shutil.copytree(source, target)  # the oracle beside the cohort stays behind on purpose
+    clinical = pd.read_csv(target / "clinical.csv", dtype=str, keep_default_na=False)
+    external = clinical["center"] == EXTERNAL
+    rng = np.random.default_rng(99)
+    clinical.loc[external, "clnm"] = (1 - clinical.loc[external, "clnm"].astype(int)).astype(str)
+    clinical.loc[external, "age"] = rng.integers(20, 80, external.sum()).astype(str)
+    clinical.loc[external, "tumor_size_mm"] = rng.uniform(1, 10, external.sum()).round(1)
+    for name, pattern in UNUSED_COLUMNS.items():
+        clinical[name] = [pattern.format(i=i) for i in range(len(clinical))]
+    clinical.to_csv(target / "clinical.csv", index=False)
+
+    external_ids = clinical.loc[external, "patient_id"].tolist()
+    for patient in external_ids:
+        for png in (target / "images" / patient).glob("*.png"):
+            shape = np.asarray(Image.open(png)).shape
+            Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(png)
+    training_dicom = clinical.loc[~external, "patient_id"].iloc[0]
+    for png in sorted((target / "images" / training_dicom).glob("*.png")):
+        _as_dicom(png)  # the same pixels: nothing fitted may change
+    for png in sorted((target / "images" / external_ids[0]).glob("*.png")):
+        _as_dicom(png)
+    return {
+        "dicom_patients": [training_dicom, external_ids[0]],
+        "unused_values": [v for col in UNUSED_COLUMNS for v in clinical[col]],
+    }
+
+
+@dataclass(frozen=True)
+class TamperedRun(Run):
+    planted: dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def tampered(tmp_path_factory: pytest.TempPathFactory, first: Run) -> TamperedRun:
+    project = make_project_copy(tmp_path_factory.mktemp("tampered") / "project")
+    cohort = project / "data" / "01_raw" / "cohort"
+    planted = tamper(first.cohort, cohort)
+    run_pipelines(project, ["__default__"], env="test", runtime_params={"cohort_dir": str(cohort)})
+    return TamperedRun(project, cohort, planted)
+
+
+# --- repeatable ---------------------------------------------------------------------------
+
+
+def test_two_runs_with_one_seed_give_identical_bytes(first: Run, second: Run) -> None:
+    for relative in ("07_model_output/predictions.csv", "08_reporting/metrics.json"):
+        assert first.read(relative) == second.read(relative), relative
+    assert first.project != second.project
+    assert len(pd.read_csv(first.data / "07_model_output" / "predictions.csv")) > 0
+
+
+# --- leak-free ----------------------------------------------------------------------------
+
+
+def _network(path: Path) -> dict[str, Any]:
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    history = {k: v for k, v in checkpoint["history"].items() if k != "seconds"}
+    return {**checkpoint, "history": history}
+
+
+def _studies(run: Run) -> dict[str, list[tuple[Any, ...]]]:
+    storage = f"sqlite:///{run.data / '06_models' / 'optuna.db'}"
+    studies = {}
+    for summary in optuna.get_all_study_summaries(storage):
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        studies[summary.study_name] = [
+            (t.number, t.state.name, t.value, t.params, t.intermediate_values) for t in study.trials
+        ]
+    return studies
+
+
+def _training_metrics(run: Run) -> dict[str, Any]:
+    metrics = json.loads(run.read("08_reporting/metrics.json"))
+    return {
+        model: {
+            "threshold": block["threshold"],
+            "threshold_split": block["threshold_split"],
+            **{split: block["splits"].get(split) for split in TRAINING_SPLITS},
+        }
+        for model, block in metrics["models"].items()
+    }
+
+
+def _rows(run: Run, relative: str, splits: tuple[str, ...]) -> pd.DataFrame:
+    table = pd.read_csv(run.data / relative, dtype={"patient_id": str})
+    return table[table["split"].isin(splits)].reset_index(drop=True)
+
+
+def test_external_centre_changes_no_fitted_artifact(first: Run, tampered: TamperedRun) -> None:
+    models = sorted((first.data / "06_models").iterdir())
+    assert {p.suffix for p in models} >= {".pkl", ".pt", ".json", ".db"}
+    for path in models:
+        other = tampered.data / "06_models" / path.name
+        if path.suffix == ".pt":  # weights, recipe, best epoch; not the seconds per epoch
+            a, b = _network(path), _network(other)
+            assert a.keys() == b.keys()
+            assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+            assert {k: v for k, v in a.items() if k != "state_dict"} == {
+                k: v for k, v in b.items() if k != "state_dict"
+            }, path.name
+        elif path.name.endswith("_mlflow_model.json"):  # an MLflow run id: differs by design
+            assert json.loads(path.read_text())["logged"] == json.loads(other.read_text())["logged"]
+        elif path.suffix == ".db":
+            assert _studies(first) == _studies(tampered)
+        else:  # fitted heads (pickles) and their selection records
+            assert path.read_bytes() == other.read_bytes(), path.name
+
+
+def test_external_centre_changes_no_training_set_number(first: Run, tampered: TamperedRun) -> None:
+    # Youden thresholds and every train / train_cv metric of every model
+    assert _training_metrics(first) == _training_metrics(tampered)
+    predictions = "07_model_output/predictions.csv"
+    pd.testing.assert_frame_equal(
+        _rows(first, predictions, TRAINING_SPLITS), _rows(tampered, predictions, TRAINING_SPLITS)
+    )
+    reporting = first.data / "08_reporting"
+    for path in sorted(reporting.glob("*_head_comparison.csv")):
+        columns = ["model", "family", "selected", "cv_auc", "train_auc", "best_params", "study"]
+        a = pd.read_csv(path)[columns]
+        b = pd.read_csv(tampered.data / "08_reporting" / path.name)[columns]
+        pd.testing.assert_frame_equal(a, b)
+    for path in sorted(reporting.glob("*_training_history.csv")):
+        a = pd.read_csv(path).drop(columns="seconds")
+        b = pd.read_csv(tampered.data / "08_reporting" / path.name).drop(columns="seconds")
+        pd.testing.assert_frame_equal(a, b)
+
+    # ... while the tampering did reach the external rows (the test can fail)
+    a = _rows(first, predictions, ("external",))
+    b = _rows(tampered, predictions, ("external",))
+    assert (a["clnm"] != b["clnm"]).all()
+    assert not np.allclose(a["probability"], b["probability"])
+
+
+# --- de-identified ------------------------------------------------------------------------
+
+
+def _readable_bytes(path: Path) -> Iterator[bytes]:
+    """The file's bytes, plus what compression may hide: zip members, parquet cells."""
+    raw = path.read_bytes()
+    yield raw
+    if zipfile.is_zipfile(io.BytesIO(raw)):
+        with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+            for member in archive.namelist():
+                yield archive.read(member)
+    if path.suffix == ".parquet":
+        table = pd.read_parquet(path)
+        yield " ".join(map(str, table.columns)).encode()
+        yield table.to_csv(index=False).encode()
+    if path.suffix == ".db":  # SQLite stores (MLflow, Optuna): every text cell
+        with sqlite3.connect(path) as connection:
+            names = connection.execute("select name from sqlite_master where type='table'")
+            for (table_name,) in names.fetchall():
+                rows = connection.execute(f'select * from "{table_name}"').fetchall()
+                yield repr(rows).encode()
+
+
+def test_no_identifier_reaches_any_output_or_mlflow(tampered: TamperedRun) -> None:
+    identifiers = [*DICOM_IDENTIFIERS.values(), "1961-02-23", "DOE", "JANE"]
+    identifiers += tampered.planted["unused_values"]
+    # the planted DICOM files were read (they are in the cohort table)
+    table = pd.read_parquet(tampered.data / "02_intermediate" / "cohort_table.parquet")
+    assert set(tampered.planted["dicom_patients"]) <= set(table["patient_id"])
+
+    files = [
+        path
+        for path in sorted(tampered.project.rglob("*"))
+        if path.is_file() and not path.is_relative_to(tampered.data / "01_raw")
+    ]
+    assert any(p.is_relative_to(tampered.project / "mlruns") for p in files)  # MLflow artifacts
+    assert tampered.project / "mlflow.db" in files
+    for path in files:
+        for content in _readable_bytes(path):
+            for value in identifiers:
+                assert value.encode() not in content, (value, path)
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tampered.project / 'mlflow.db'}")
+    (run,) = tampered.mlflow_runs()
+    logged = json.dumps([run.data.params, run.data.tags, run.data.metrics])
+    assert not [v for v in identifiers if v in logged]
+    assert client.list_artifacts(run.info.run_id)  # artifacts were scanned above, as files
+
+
+def test_unused_clinical_columns_never_leave_02_intermediate(tampered: TamperedRun) -> None:
+    later = [
+        path
+        for path in sorted(tampered.data.rglob("*"))
+        if path.is_file()
+        and not path.is_relative_to(tampered.data / "01_raw")
+        and path.suffix in (".csv", ".parquet", ".json")
+    ]
+    assert len(later) > 20
+    for path in later:
+        if path.suffix == ".json":
+            columns = path.read_text(encoding="utf-8")
+        elif path.suffix == ".parquet":
+            columns = " ".join(map(str, pd.read_parquet(path).columns))
+        else:
+            lines = path.read_text(encoding="utf-8").splitlines()
+            columns = lines[0] if lines else ""
+        for name in UNUSED_COLUMNS:
+            assert f'"{name}"' not in columns and name not in columns.split(","), (name, path)
+
+
+# --- resumable ----------------------------------------------------------------------------
+
+
+class FailIn:
+    """A hook that makes one node raise, as a bug or a full disk would."""
+
+    def __init__(self, node_name: str) -> None:
+        self.node_name = node_name
+
+    @hook_impl
+    def before_node_run(self, node: Any) -> None:
+        if node.name == self.node_name:
+            raise RuntimeError(f"injected failure in {node.name}")
+
+
+def _session_run(
+    project: Path, cohort: Path, extra_hooks: tuple[Any, ...] = (), **kwargs: Any
+) -> None:
+    """``kedro run --env test`` (the default pipeline) with ``extra_hooks`` registered, run
+    from the project folder as ``kedro run`` is (the MLflow and Optuna stores are found there).
+    """
+    previous = Path.cwd()
+    os.chdir(project)
+    bootstrap_project(project)
+    try:
+        with KedroSession.create(
+            project_path=project, env="test", runtime_params={"cohort_dir": str(cohort)}
+        ) as session:
+            for hook in extra_hooks:
+                session._hook_manager.register(hook)
+            session.run(pipeline_names=["__default__"], **kwargs)
+    finally:
+        os.chdir(previous)
+        while mlflow.active_run() is not None:
+            mlflow.end_run()
+
+
+def _output_files(project: Path, catalog: Any) -> dict[str, list[Path]]:
+    """Each node of the default pipeline → its persisted output files in data/."""
+    files = {}
+    for node in pipelines["__default__"].nodes:
+        paths = [
+            output_file(catalog.get(name), project) for name in node.outputs if name in catalog
+        ]
+        files[node.name] = [p for p in paths if p is not None]
+    return files
+
+
+def test_failed_run_leaves_nothing_complete_and_resumes(
+    tmp_path_factory: pytest.TempPathFactory, first: Run, tampered: TamperedRun
+) -> None:
+    project = make_project_copy(tmp_path_factory.mktemp("resumed") / "project")
+    for layer in sorted(tampered.data.iterdir()):  # an earlier, complete run on other data
+        if layer.name != "01_raw":
+            shutil.copytree(layer, project / "data" / layer.name, dirs_exist_ok=True)
+    stale = {p: p.stat().st_mtime for p in (project / "data").rglob("*") if p.is_file()}
+    time.sleep(0.05)
+
+    bootstrap_project(project)
+    started = time.time()
+    with pytest.raises(RuntimeError, match=f"injected failure in {FAILING_NODE}"):
+        _session_run(project, first.cohort, extra_hooks=(FailIn(FAILING_NODE),))
+
+    failed = Run(project, first.cohort).mlflow_runs()
+    assert [r.info.status for r in failed] == ["FAILED"]
+    assert not (project / "data" / JOURNAL_NAME).exists()
+
+    catalog = _session_catalog(project, first.cohort)
+    outputs = _output_files(project, catalog)
+    assert any(p.name == "metrics.json" for p in outputs[FAILING_NODE])
+    finished, unfinished = [], []
+    for node, paths in outputs.items():
+        if paths and all(p.exists() for p in paths):
+            # whatever looks complete was written by this run, not left by the earlier one
+            assert all(p.stat().st_mtime >= started for p in paths), node
+            finished.append(node)
+        elif paths:
+            unfinished.append(node)
+    assert FAILING_NODE in unfinished and "gather_predictions" in finished
+    assert not [
+        p for p in stale if p.exists() and p.stat().st_mtime == stale[p] and p.suffix != ".db"
+    ]  # no stale file at all (optuna.db is a study store)
+
+    _session_run(project, first.cohort, only_missing_outputs=True)
+    runs = Run(project, first.cohort).mlflow_runs()
+    assert [r.info.status for r in runs] == ["FAILED", "FINISHED"]
+    for relative in ("07_model_output/predictions.csv", "08_reporting/metrics.json"):
+        assert (project / "data" / relative).read_bytes() == first.read(relative), relative
+    # the resumed run redid only what was missing: training was not repeated
+    network = project / "data" / "06_models" / "dl_dual_network.pt"
+    assert network.stat().st_mtime < runs[1].info.start_time / 1000
+
+
+def _session_catalog(project: Path, cohort: Path) -> Any:
+    previous = Path.cwd()
+    os.chdir(project)
+    try:
+        bootstrap_project(project)
+        with KedroSession.create(
+            project_path=project, env="test", runtime_params={"cohort_dir": str(cohort)}
+        ) as session:
+            return session.load_context().catalog
+    finally:
+        os.chdir(previous)
+
+
+# --- the journal on its own (no run needed) -----------------------------------------------
+
+
+class _Dataset:
+    def __init__(self, filepath: str) -> None:
+        self._filepath = filepath
+        self._protocol = "file"
+
+
+class _Catalog(dict):
+    def get(self, name: str) -> Any:  # type: ignore[override]
+        return self[name]
+
+
+def _node(name: str, outputs: list[str]) -> Node:
+    return Node(lambda: [1] * len(outputs) if len(outputs) > 1 else 1, None, outputs, name=name)
+
+
+def test_half_written_output_is_removed_when_a_save_fails(tmp_path: Path) -> None:
+    (tmp_path / "data" / "08_reporting").mkdir(parents=True)
+    (tmp_path / "data" / "01_raw").mkdir()
+    reporting = tmp_path / "data" / "08_reporting"
+    done, half = reporting / "a.csv", reporting / "b.csv"
+    raw = tmp_path / "data" / "01_raw" / "cohort.csv"
+    raw.write_text("never touched")
+    catalog = _Catalog(a=_Dataset(str(done)), b=_Dataset(str(half)), r=_Dataset(str(raw)))
+    first_node, second_node = _node("make_a", ["a"]), _node("make_b_and_r", ["b", "r"])
+    hooks = UnfinishedOutputsHooks()
+    run_params = {"project_path": str(tmp_path), "only_missing_outputs": False}
+    hooks.before_pipeline_run(run_params, Pipeline([first_node, second_node]), catalog)
+    journal = tmp_path / "data" / JOURNAL_NAME
+    assert json.loads(journal.read_text()) == {"make_a": [str(done)], "make_b_and_r": [str(half)]}
+
+    hooks.before_node_run(first_node)
+    done.write_text("complete")
+    hooks.after_dataset_saved("a", first_node)
+    hooks.before_node_run(second_node)
+    half.write_text("half")  # ... and the save of b fails (or the process is killed)
+
+    hooks.on_pipeline_error(RuntimeError("disk full"))
+    assert done.exists() and not half.exists() and raw.exists()
+    assert not journal.exists()
+
+    # a killed process runs no error hook: the next run clears what the journal lists
+    half.write_text("half again")
+    journal.write_text(json.dumps({"make_b_and_r": [str(half), str(raw), "/etc/hostname"]}))
+    UnfinishedOutputsHooks().before_pipeline_run(
+        {**run_params, "only_missing_outputs": True}, Pipeline([first_node]), catalog
+    )
+    assert not half.exists() and raw.exists() and done.exists()
