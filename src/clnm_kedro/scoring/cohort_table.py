@@ -157,9 +157,9 @@ def cohort_from_table(table: pd.DataFrame) -> TableCohort:
                     for name, parts in boxes.items()
                 }
                 roi_rows.append({"patient_id": patient, "view": view, **cells})
-    rois = pd.DataFrame.from_records(
-        roi_rows, columns=["patient_id", "view", *BOX_COLUMNS]
-    ).astype(object)
+    rois = pd.DataFrame.from_records(roi_rows, columns=["patient_id", "view", *BOX_COLUMNS]).astype(
+        object
+    )
     root = _common_root([path for paths in images.values() for path in paths])
     return TableCohort(root=root, clinical=clinical, rois=rois, images=images)
 

@@ -24,6 +24,7 @@ from torch import nn
 
 from clnm_kedro.cohort.errors import CohortError
 from clnm_kedro.datasets import RawCohort
+from clnm_kedro.heads import HeadSpec
 from clnm_kedro.reporting.figures import plot_gradcam_panel
 from clnm_kedro.reporting.gradcam import gradcam_heatmaps
 from clnm_kedro.reporting.model_metrics import EvaluationSettings
@@ -103,6 +104,11 @@ def check_training_columns(
     return match_training_columns(validated_clinical, scoring_contract, source)
 
 
+def read_head_spec(heads: dict[str, Any]) -> HeadSpec:
+    """The ``heads`` block as the heads' settings, without the search-space probe fits."""
+    return HeadSpec.from_params(heads, check_values=False)
+
+
 def select_scored_patients(
     cohort_table: pd.DataFrame,
     table_exclusions: pd.DataFrame,
@@ -122,9 +128,7 @@ def select_scored_patients(
             f"patient {row.patient_id}, {row.file}: {row.reason}"
             for row in errors.head(20).itertuples(index=False)
         ]
-        raise CohortError(
-            "No patient of the cohort can be scored:\n  - " + "\n  - ".join(problems)
-        )
+        raise CohortError("No patient of the cohort can be scored:\n  - " + "\n  - ".join(problems))
     patients = cohort_table.loc[:, ["patient_id", "center", "clnm"]].reset_index(drop=True)
     return patients.assign(split=INFERENCE_SPLIT)
 
@@ -188,9 +192,7 @@ def draw_inference_gradcam(
     """
     unknown = sorted(set(inference) - _INFERENCE_KEYS)
     if unknown:
-        raise ValueError(
-            f"Unknown keys {unknown} in inference; allowed: {sorted(_INFERENCE_KEYS)}"
-        )
+        raise ValueError(f"Unknown keys {unknown} in inference; allowed: {sorted(_INFERENCE_KEYS)}")
     gradcam = inference.get("gradcam", False)
     if not isinstance(gradcam, bool):
         raise ValueError(f"inference.gradcam must be true or false, got {gradcam!r}")

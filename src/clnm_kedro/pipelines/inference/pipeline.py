@@ -6,8 +6,9 @@ Three pieces (see ``nodes.py``):
   the risk thresholds, written at the end of a training run;
 - :func:`create_scoring_pipeline` (tagged ``inference``): from the flat cohort table
   ``inference_cohort`` to ``inference_results``, one row per patient. It reuses the
-  preprocessing nodes (validation, crops), the networks' inference template and the heads'
-  inference nodes, in namespaces ``<model>_inference``. This is the model logged to MLflow;
+  preprocessing nodes (validation, crops), the networks' inference template (namespaces
+  ``<model>_inference``) and the heads' inference functions. This is the model logged to
+  MLflow;
 - :func:`create_pipeline`, the ``inference`` pipeline: the cohort folder ``inference.cohort_dir``
   flattened into ``inference_cohort``, the scoring, the error list and optional Grad-CAM.
 
@@ -32,7 +33,7 @@ from clnm_kedro.pipelines.fusion.nodes import (
     build_combined_model_input,
     build_dl_features_model_input,
 )
-from clnm_kedro.pipelines.head_template import head_template
+from clnm_kedro.pipelines.head_template import predict_with_head, validate_head_settings
 from clnm_kedro.pipelines.inference.nodes import (
     check_training_columns,
     draw_inference_gradcam,
@@ -41,6 +42,7 @@ from clnm_kedro.pipelines.inference.nodes import (
     gather_inference_results,
     list_inference_errors,
     open_inference_cohort,
+    read_head_spec,
     record_scoring_contract,
     select_scored_patients,
 )
@@ -198,18 +200,28 @@ def _network_pipeline(model: str) -> Pipeline:
 
 
 def _head_pipeline(model: str, model_settings: str) -> Pipeline:
-    """One head's inference nodes (settings check, prediction): the head template's own."""
+    """One head's inference nodes, the head template's own functions: its settings (from the
+    search spec read without probe fits: nothing is tuned here) and its predictions."""
     return Pipeline(
-        head_template().only_nodes_with_tags("inference"),
-        namespace=f"{model}_inference",
-        inputs={"model_input": f"{model}_inference_input", "head": f"{model}_head"},
-        outputs={"fitted_scores": f"{model}_inference_scores"},
-        parameters={
-            "params:heads": "params:heads",
-            "params:model_settings": f"params:{model_settings}",
-            "params:optuna_storage_url": "params:optuna_storage_url",
-            "params:seed": "params:seed",
-        },
+        [
+            Node(
+                validate_head_settings,
+                inputs=[
+                    "inference_head_spec",
+                    f"params:{model_settings}",
+                    "params:optuna_storage_url",
+                    "params:seed",
+                ],
+                outputs=f"{model}_inference_settings",
+                name=f"validate_{model}_head_settings",
+            ),
+            Node(
+                predict_with_head,
+                inputs=[f"{model}_head", f"{model}_inference_input", f"{model}_inference_settings"],
+                outputs=f"{model}_inference_scores",
+                name=f"predict_with_{model}_head",
+            ),
+        ]
     )
 
 
@@ -267,9 +279,13 @@ def create_scoring_pipeline() -> Pipeline:
         outputs=MODEL_OUTPUT,
         name="gather_inference_results",
     )
+    head_spec = Node(
+        read_head_spec, inputs="params:heads", outputs="inference_head_spec", name="read_head_spec"
+    )
     return Pipeline(
         [
             _preprocessing_pipeline(),
+            head_spec,
             *(_network_pipeline(model) for model in NETWORK_MODELS),
             model_inputs,
             *(_head_pipeline(model, block) for model, block in HEAD_MODELS.items()),
