@@ -67,9 +67,6 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     args = parser.parse_args()
 
-    logging.getLogger().setLevel(logging.WARNING)
-    for name in ("kedro", "clnm_kedro", "mlflow", "kedro_mlflow"):
-        logging.getLogger(name).setLevel(logging.WARNING)
     project = args.project.resolve()
     uri = f"sqlite:///{project / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
@@ -80,6 +77,9 @@ def main() -> None:
     load_seconds = time.perf_counter()
     model = mlflow.pyfunc.load_model(f"models:/{REGISTERED_MODEL_NAME}/{latest}")
     load_seconds = time.perf_counter() - load_seconds
+    # After loading: unpickling the model imports Kedro, which sets its own log levels.
+    for name in ("", "kedro", "clnm_kedro", "mlflow", "kedro_mlflow"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
     cohort = flatten_cohort(CohortDataset(str(args.cohort or project / DEFAULT_COHORT)).load())
     one = cohort.iloc[:1]
