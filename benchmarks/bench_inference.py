@@ -27,6 +27,7 @@ import logging
 import os
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import mlflow
@@ -41,7 +42,7 @@ from clnm_kedro.scoring import flatten_cohort
 DEFAULT_COHORT = "data/01_raw/synthetic_cohort"
 
 
-def _timed(call) -> float:  # noqa: ANN001 - any zero-argument callable
+def _timed(call: Callable[[], object]) -> float:
     start = time.perf_counter()
     call()
     return time.perf_counter() - start
