@@ -54,6 +54,11 @@ def _read(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype={"patient_id": str, "center": str}, float_precision="round_trip")
 
 
+def _nulls_as_nan(table: pd.DataFrame) -> pd.DataFrame:
+    """Empty cells as NaN whatever their type (a CSV reads None back as NaN)."""
+    return table.astype(object).where(table.notna(), np.nan)
+
+
 def write_new_cohort(project: Path, target: Path) -> Path:
     """The training cohort's external patients as a cohort to score (``clnm`` empty)."""
     source = project / "data" / "01_raw" / "synthetic_cohort"
@@ -243,7 +248,9 @@ def test_packaged_model_returns_what_the_pipeline_writes(
     packaged = model.predict(table)
     assert not packaged["scored"].all()  # the damaged patients are in both
     pd.testing.assert_frame_equal(
-        packaged.reset_index(drop=True), pipeline_results, check_dtype=False
+        _nulls_as_nan(packaged.reset_index(drop=True)),
+        _nulls_as_nan(pipeline_results),
+        check_dtype=False,
     )
     for column in ("probability", *(f"probability_{m}" for m in SCORED_MODELS)):
         np.testing.assert_array_equal(packaged[column], pipeline_results[column])
