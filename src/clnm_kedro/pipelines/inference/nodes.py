@@ -169,7 +169,7 @@ def list_inference_errors(
 def _gradcam_figure(network: nn.Module, crops: np.ndarray, patient: str, risk: str) -> Figure:
     """Both views of one patient with the dual-channel network's Grad-CAM overlay."""
     result = gradcam_heatmaps(network, crops)
-    caption = f"{patient}: {risk}; dual-channel network {result.probabilities[0]:.2f}"
+    caption = f"{patient}\n{risk}\nDL dual {result.probabilities[0]:.2f}"
     return plot_gradcam_panel(
         crops, result.heatmaps, result.views, [caption], title="Grad-CAM: DL dual-channel"
     )
@@ -202,7 +202,7 @@ def draw_inference_gradcam(
     makers: dict[str, Callable[[], Figure]] = {}
     for row, patient in enumerate(scored_patients["patient_id"].astype(str)):
         combined = results.loc[patient]
-        risk = f"combined risk {combined['probability']:.2f} ({combined['risk_group']})"
+        risk = f"risk {combined['probability']:.2f}, {combined['risk_group']}"
         makers[patient] = partial(
             _gradcam_figure, dl_dual_network, roi_crops[row : row + 1], patient, risk
         )
