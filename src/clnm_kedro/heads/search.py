@@ -194,8 +194,12 @@ class HeadSpec:
         return EstimatorOptions(class_weight=self.class_weight, n_jobs=self.n_jobs)
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> HeadSpec:
-        """Build and validate a spec from the ``heads`` parameter block (see module doc)."""
+    def from_params(cls, params: Mapping[str, Any], check_values: bool = True) -> HeadSpec:
+        """Build and validate a spec from the ``heads`` parameter block (see module doc).
+
+        ``check_values=False`` skips the probe fits of every search-space value (for scoring
+        with a fitted head, where nothing is searched).
+        """
         if isinstance(params, HeadSpec):
             return params
         if not isinstance(params, Mapping):
@@ -221,7 +225,12 @@ class HeadSpec:
         class_weight = params.get("class_weight", "balanced")
         n_jobs = params.get("n_jobs", 1)
         options = EstimatorOptions(class_weight=class_weight, n_jobs=n_jobs)
-        space = parse_search_space(params["search_space"], params.get("reduction"), options=options)
+        space = parse_search_space(
+            params["search_space"],
+            params.get("reduction"),
+            options=options,
+            check_values=check_values,
+        )
         families = params.get("families") or list(space.families)
         if isinstance(families, str) or not isinstance(families, list | tuple):
             raise ValueError(f"heads.families must be a list of family names; got {families!r}.")

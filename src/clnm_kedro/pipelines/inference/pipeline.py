@@ -1,0 +1,352 @@
+"""Wiring of the ``inference`` pipeline, and of the model packaged in MLflow.
+
+Three pieces (see ``nodes.py``):
+
+- :func:`create_training_artifacts_pipeline` (tagged ``training``): the scoring contract and
+  the risk thresholds, written at the end of a training run;
+- :func:`create_scoring_pipeline` (tagged ``inference``): from the flat cohort table
+  ``inference_cohort`` to ``inference_results``, one row per patient. It reuses the
+  preprocessing nodes (validation, crops), the networks' inference template (namespaces
+  ``<model>_inference``) and the heads' inference functions. This is the model logged to
+  MLflow;
+- :func:`create_pipeline`, the ``inference`` pipeline: the cohort folder ``inference.cohort_dir``
+  flattened into ``inference_cohort``, the scoring, the error list and optional Grad-CAM.
+
+:func:`with_packaged_model` turns a training pipeline into a kedro-mlflow ``PipelineML``: at
+the end of its run the scoring pipeline, with the fitted networks, heads, contract and
+thresholds, is logged as one MLflow model and registered as ``clnm_kedro``.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+from typing import Any
+
+from kedro.pipeline import Node, Pipeline
+from kedro_mlflow.pipeline import pipeline_ml_factory
+from kedro_mlflow.pipeline.pipeline_ml import PipelineML
+
+from clnm_kedro.pipelines.clinical_modeling.nodes import build_clinical_model_input
+from clnm_kedro.pipelines.dl_training.pipeline import NETWORK_MODELS
+from clnm_kedro.pipelines.feature_extraction.pipeline import network_inference_template
+from clnm_kedro.pipelines.fusion.nodes import (
+    build_combined_model_input,
+    build_dl_features_model_input,
+)
+from clnm_kedro.pipelines.head_template import predict_with_head, validate_head_settings
+from clnm_kedro.pipelines.inference.nodes import (
+    check_training_columns,
+    draw_inference_gradcam,
+    fit_risk_thresholds,
+    flatten_inference_cohort,
+    gather_inference_results,
+    list_inference_errors,
+    open_inference_cohort,
+    read_head_spec,
+    record_scoring_contract,
+    select_scored_patients,
+)
+from clnm_kedro.pipelines.preprocessing.nodes import (
+    build_cohort_table,
+    check_images,
+    crop_rois,
+    validate_tables,
+)
+
+# Name of the packaged model in the MLflow model registry (versions 1, 2, ... per training run).
+REGISTERED_MODEL_NAME = "clnm_kedro"
+# The packaged model's input: the flat cohort table (clnm_kedro.scoring.cohort_table).
+MODEL_INPUT = "inference_cohort"
+MODEL_OUTPUT = "inference_results"
+# Heads: model name -> parameter block (as in clinical_modeling and fusion).
+HEAD_MODELS: dict[str, str] = {
+    "clinical": "clinical_modeling",
+    "dl_features": "fusion.dl_features",
+    "combined": "fusion.combined",
+}
+# What the packaged model needs besides this project (pinned from this environment).
+MODEL_REQUIREMENTS: tuple[str, ...] = (
+    "kedro",
+    "kedro-datasets",
+    "kedro-mlflow",
+    "mlflow",
+    "torch",
+    "torchvision",
+    "numpy",
+    "pandas",
+    "pandera",
+    "pillow",
+    "pydicom",
+    "scikit-learn",
+    "catboost",
+    "skops",
+)
+EXCLUSIONS: tuple[str, ...] = (
+    "inference_table_exclusions",
+    "inference_file_exclusions",
+    "inference_crop_exclusions",
+)
+
+
+def create_training_artifacts_pipeline() -> Pipeline:
+    """Scoring contract and risk thresholds, from the training run's outputs."""
+    return Pipeline(
+        [
+            Node(
+                record_scoring_contract,
+                inputs=["cohort_table", "params:preprocessing"],
+                outputs="scoring_contract",
+                name="record_scoring_contract",
+                tags="training",
+            ),
+            Node(
+                fit_risk_thresholds,
+                inputs=["predictions", "params:evaluation"],
+                outputs="risk_thresholds",
+                name="fit_risk_thresholds",
+                tags="training",
+            ),
+        ]
+    )
+
+
+def _preprocessing_pipeline() -> Pipeline:
+    """The preprocessing nodes on the cohort table, with the training run's settings."""
+    return Pipeline(
+        [
+            Node(
+                open_inference_cohort,
+                inputs=[MODEL_INPUT, "scoring_contract"],
+                outputs=["inference_cohort_files", "inference_preprocessing"],
+                name="open_inference_cohort",
+            ),
+            Node(
+                validate_tables,
+                inputs=["inference_cohort_files", "inference_preprocessing", "params:split"],
+                outputs=[
+                    "inference_clinical_as_read",
+                    "inference_roi_boxes",
+                    "inference_table_exclusions",
+                ],
+                name="validate_inference_tables",
+            ),
+            Node(
+                check_training_columns,
+                inputs=[
+                    "inference_clinical_as_read",
+                    "inference_cohort_files",
+                    "scoring_contract",
+                ],
+                outputs="inference_validated_clinical",
+                name="check_training_columns",
+            ),
+            Node(
+                check_images,
+                inputs=[
+                    "inference_cohort_files",
+                    "inference_validated_clinical",
+                    "inference_roi_boxes",
+                    "inference_table_exclusions",
+                ],
+                outputs=["inference_image_manifest", "inference_file_exclusions"],
+                name="check_inference_images",
+            ),
+            Node(
+                crop_rois,
+                inputs=["inference_image_manifest", "inference_preprocessing"],
+                outputs=[
+                    "inference_roi_crops",
+                    "inference_cropped_patients",
+                    "inference_crop_exclusions",
+                ],
+                name="crop_inference_rois",
+            ),
+            Node(
+                build_cohort_table,
+                inputs=["inference_validated_clinical", "inference_cropped_patients"],
+                outputs="inference_cohort_table",
+                name="build_inference_cohort_table",
+            ),
+            Node(
+                select_scored_patients,
+                inputs=["inference_cohort_table", *EXCLUSIONS],
+                outputs="inference_scored_patients",
+                name="select_scored_patients",
+            ),
+        ]
+    )
+
+
+def _network_pipeline(model: str) -> Pipeline:
+    """One network's inference nodes (features only from the dual network, which feeds the
+    heads); the same template as ``feature_extraction``."""
+    template = network_inference_template()
+    if model != "dl_dual":
+        template = template.only_nodes("predict_network_probabilities")
+    outputs = {"probabilities": f"{model}_inference_probabilities"}
+    if model == "dl_dual":
+        outputs["features"] = "inference_dl_dual_features"
+    return Pipeline(
+        template,
+        namespace=f"{model}_inference",
+        inputs={
+            "network": f"{model}_network",
+            "roi_crops": "inference_roi_crops",
+            "patient_splits": "inference_scored_patients",
+        },
+        outputs=outputs,
+        parameters={"params:feature_extraction": "params:feature_extraction"},
+    )
+
+
+def _head_pipeline(model: str, model_settings: str) -> Pipeline:
+    """One head's inference nodes, the head template's own functions: its settings (from the
+    search spec read without probe fits: nothing is tuned here) and its predictions."""
+    return Pipeline(
+        [
+            Node(
+                validate_head_settings,
+                inputs=[
+                    "inference_head_spec",
+                    f"params:{model_settings}",
+                    "params:optuna_storage_url",
+                    "params:seed",
+                ],
+                outputs=f"{model}_inference_settings",
+                name=f"validate_{model}_head_settings",
+            ),
+            Node(
+                predict_with_head,
+                inputs=[f"{model}_head", f"{model}_inference_input", f"{model}_inference_settings"],
+                outputs=f"{model}_inference_scores",
+                name=f"predict_with_{model}_head",
+            ),
+        ]
+    )
+
+
+def create_scoring_pipeline() -> Pipeline:
+    """From the flat cohort table to one row per patient: the model packaged in MLflow."""
+    model_inputs = Pipeline(
+        [
+            Node(
+                build_clinical_model_input,
+                inputs=[
+                    "inference_cohort_table",
+                    "inference_scored_patients",
+                    "params:clinical_modeling",
+                    "params:heads.dl_prefix",
+                ],
+                outputs="clinical_inference_input",
+                name="build_clinical_inference_input",
+            ),
+            Node(
+                build_dl_features_model_input,
+                inputs=[
+                    "inference_dl_dual_features",
+                    "inference_scored_patients",
+                    "params:heads.dl_prefix",
+                ],
+                outputs="dl_features_inference_input",
+                name="build_dl_features_inference_input",
+            ),
+            Node(
+                build_combined_model_input,
+                inputs=[
+                    "inference_dl_dual_features",
+                    "inference_cohort_table",
+                    "inference_scored_patients",
+                    "params:fusion.combined",
+                    "params:heads.dl_prefix",
+                ],
+                outputs="combined_inference_input",
+                name="build_combined_inference_input",
+            ),
+        ]
+    )
+    scores = {model: f"{model}_inference_probabilities" for model in NETWORK_MODELS}
+    scores |= {model: f"{model}_inference_scores" for model in HEAD_MODELS}
+    gather = Node(
+        gather_inference_results,
+        inputs={
+            "validated_clinical": "inference_validated_clinical",
+            "table_exclusions": "inference_table_exclusions",
+            "file_exclusions": "inference_file_exclusions",
+            "crop_exclusions": "inference_crop_exclusions",
+            "risk_thresholds": "risk_thresholds",
+            **scores,
+        },
+        outputs=MODEL_OUTPUT,
+        name="gather_inference_results",
+    )
+    head_spec = Node(
+        read_head_spec, inputs="params:heads", outputs="inference_head_spec", name="read_head_spec"
+    )
+    return Pipeline(
+        [
+            _preprocessing_pipeline(),
+            head_spec,
+            *(_network_pipeline(model) for model in NETWORK_MODELS),
+            model_inputs,
+            *(_head_pipeline(model, block) for model, block in HEAD_MODELS.items()),
+            gather,
+        ],
+        tags="inference",
+    )
+
+
+def create_pipeline(**kwargs: Any) -> Pipeline:
+    """``inference``: score the cohort folder ``inference.cohort_dir`` with the trained model."""
+    return Pipeline(
+        [
+            Node(
+                flatten_inference_cohort,
+                inputs="inference_raw_cohort",
+                outputs=MODEL_INPUT,
+                name="flatten_inference_cohort",
+            ),
+            create_scoring_pipeline(),
+            Node(
+                list_inference_errors,
+                inputs=list(EXCLUSIONS),
+                outputs="inference_errors",
+                name="list_inference_errors",
+            ),
+            Node(
+                draw_inference_gradcam,
+                inputs=[
+                    "dl_dual_network",
+                    "inference_roi_crops",
+                    "inference_scored_patients",
+                    MODEL_OUTPUT,
+                    "params:inference",
+                ],
+                outputs="inference_gradcam",
+                name="draw_inference_gradcam",
+            ),
+        ],
+        tags="inference",
+    )
+
+
+def with_packaged_model(training: Pipeline) -> PipelineML:
+    """``training`` plus the scoring artifacts, logging the scoring pipeline to MLflow.
+
+    At the end of a run of the returned pipeline, kedro-mlflow logs
+    :func:`create_scoring_pipeline` with the fitted networks, heads, scoring contract, risk
+    thresholds and parameters as one pyfunc model (input: the flat cohort table) and
+    registers it as ``clnm_kedro`` (a new version per run).
+    """
+    return pipeline_ml_factory(
+        training=training + create_training_artifacts_pipeline(),
+        inference=create_scoring_pipeline(),
+        input_name=MODEL_INPUT,
+        log_model_kwargs={
+            "name": "clnm_model",
+            "registered_model_name": REGISTERED_MODEL_NAME,
+            # The input is a table of text cells and paths whose columns follow the training
+            # cohort; the pipeline validates it itself, with messages naming the patients.
+            "signature": None,
+            "pip_requirements": [f"{name}=={version(name)}" for name in MODEL_REQUIREMENTS],
+        },
+    )

@@ -1,0 +1,308 @@
+"""``inference`` and the model packaged in MLflow, through Kedro in a project copy.
+
+One training run (``kedro run --env test``, the ``__default__`` PipelineML) on a tiny
+simulated two-centre cohort; then new cohorts made from its external patients with ``clnm``
+emptied are scored. Checked: the external probabilities of every model are reproduced
+exactly; the registered MLflow model returns what the Kedro pipeline writes; a patient with a
+missing or unreadable view is recorded with the file and the others are scored; a cohort
+without a training column is refused naming it; the risk threshold is the training one.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from kedro.framework.project import configure_project, pipelines
+from kedro.pipeline import Pipeline
+from kedro_mlflow.pipeline.pipeline_ml import PipelineML
+from mlflow import MlflowClient
+
+from clnm_kedro.cohort import validate_clinical, validate_rois
+from clnm_kedro.cohort.errors import CohortError
+from clnm_kedro.datasets import CohortDataset, RawCohort
+from clnm_kedro.pipelines.inference.pipeline import (
+    MODEL_INPUT,
+    REGISTERED_MODEL_NAME,
+    create_pipeline,
+    create_scoring_pipeline,
+)
+from clnm_kedro.scoring import (
+    RESULT_COLUMNS,
+    SCORED_MODELS,
+    TableCohort,
+    cohort_from_table,
+    flatten_cohort,
+    match_training_columns,
+    scoring_contract,
+)
+from cohort_factory import FactoryCohort
+from kedro_project import make_project_copy, run_pipelines
+from sim_fixtures import write_tiny_cohort
+
+N_PATIENTS = 40
+EXTERNAL = "CENTER_B"  # conf/base/parameters.yml split.external_centers
+
+
+def _read(path: Path) -> pd.DataFrame:
+    """A CSV output, every float read back exactly as written (pandas' fast parser is not)."""
+    return pd.read_csv(path, dtype={"patient_id": str, "center": str}, float_precision="round_trip")
+
+
+def _nulls_as_nan(table: pd.DataFrame) -> pd.DataFrame:
+    """Empty cells as NaN whatever their type (a CSV reads None back as NaN)."""
+    return table.astype(object).where(table.notna(), np.nan)
+
+
+def write_new_cohort(project: Path, target: Path) -> Path:
+    """The training cohort's external patients as a cohort to score (``clnm`` empty)."""
+    source = project / "data" / "01_raw" / "synthetic_cohort"
+    clinical = pd.read_csv(source / "clinical.csv", dtype=str, keep_default_na=False)
+    clinical = clinical[clinical["center"] == EXTERNAL].assign(clnm="")
+    rois = pd.read_csv(source / "rois.csv", dtype=str, keep_default_na=False)
+    target.mkdir(parents=True)
+    clinical.to_csv(target / "clinical.csv", index=False)
+    rois[rois["patient_id"].isin(clinical["patient_id"])].to_csv(target / "rois.csv", index=False)
+    for patient in clinical["patient_id"]:
+        shutil.copytree(source / "images" / patient, target / "images" / patient)
+    return target
+
+
+def score(project: Path, cohort: Path, gradcam: bool = False) -> pd.DataFrame:
+    """``kedro run --pipelines inference --params inference.cohort_dir=<cohort>``."""
+    run_pipelines(
+        project,
+        ["inference"],
+        runtime_params={"inference": {"cohort_dir": str(cohort), "gradcam": gradcam}},
+    )
+    return _read(project / "data" / "07_model_output" / "inference.csv")
+
+
+def external_predictions(project: Path) -> pd.DataFrame:
+    """The evaluation's external probabilities: one column per model, one row per patient."""
+    predictions = _read(project / "data" / "07_model_output" / "predictions.csv")
+    external = predictions[predictions["split"] == "external"]
+    return external.pivot(index="patient_id", columns="model", values="probability")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project copy after a whole training run (``kedro run --env test``)."""
+    project = make_project_copy(tmp_path_factory.mktemp("inference") / "project")
+    write_tiny_cohort(project / "data" / "01_raw" / "synthetic_cohort", n_patients=N_PATIENTS)
+    run_pipelines(project, ["__default__"], env="test")
+    return project
+
+
+@pytest.fixture(scope="module")
+def new_cohort(trained: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_new_cohort(trained, tmp_path_factory.mktemp("new") / "cohort")
+
+
+@pytest.fixture(scope="module")
+def scored(trained: Path, new_cohort: Path) -> pd.DataFrame:
+    return score(trained, new_cohort)
+
+
+def _load_registered(name: str) -> Pipeline:
+    configure_project("clnm_kedro")
+    pipelines.set_requested([name])
+    try:
+        return pipelines[name]
+    finally:
+        pipelines.set_requested(None)
+
+
+@pytest.mark.parametrize("name", ["__default__", "demo"])
+def test_training_pipelines_stay_pipeline_ml_through_kedro_session_run(name: str) -> None:
+    """kedro-mlflow logs the model only if ``after_pipeline_run`` receives a PipelineML.
+
+    ``KedroSession.run`` (Kedro 1.7) sums the named pipelines onto ``Pipeline([])`` and
+    filters the sum; the reported demotion to a plain Pipeline (kedro-mlflow issue 690)
+    must not happen on this path.
+    """
+    registered = _load_registered(name)
+    assert isinstance(registered, PipelineML)
+    combined = Pipeline([]) + registered
+    filtered = combined.filter(
+        tags=None,
+        from_nodes=None,
+        to_nodes=None,
+        node_names=None,
+        from_inputs=None,
+        to_outputs=None,
+        node_namespaces=None,
+    )
+    assert isinstance(filtered, PipelineML)
+    assert filtered.input_name == MODEL_INPUT
+    assert {"scoring_contract", "risk_thresholds"} <= filtered.all_outputs()
+    assert filtered.inference.outputs() == {"inference_results"}
+
+
+def test_inference_pipeline_is_the_scoring_pipeline_behind_a_folder() -> None:
+    pipeline, scoring = create_pipeline(), create_scoring_pipeline()
+    assert {node.name for node in scoring.nodes} < {node.name for node in pipeline.nodes}
+    assert "inference_raw_cohort" in pipeline.inputs()
+    assert MODEL_INPUT in scoring.inputs()
+    assert all("inference" in node.tags for node in pipeline.nodes)
+    # Nothing the scoring needs is fitted during inference: only training artifacts come in.
+    artifacts = {name for name in scoring.inputs() if not name.startswith("params:")}
+    assert artifacts == {
+        MODEL_INPUT,
+        "scoring_contract",
+        "risk_thresholds",
+        "dl_dual_network",
+        "dl_longitudinal_network",
+        "dl_transverse_network",
+        "clinical_head",
+        "dl_features_head",
+        "combined_head",
+    }
+
+
+def test_training_run_registers_the_packaged_model(trained: Path) -> None:
+    client = MlflowClient(tracking_uri=f"sqlite:///{trained / 'mlflow.db'}")
+    versions = client.search_model_versions(f"name = '{REGISTERED_MODEL_NAME}'")
+    assert [str(v.version) for v in versions] == ["1"]
+    run = client.get_run(versions[0].run_id)
+    assert run.info.run_name == "__default__"
+    assert "external.combined.auc" in run.data.metrics  # the training run itself
+    # The risk threshold is the evaluation's training-set Youden cut-off, never external.
+    thresholds = json.loads((trained / "data/06_models/risk_thresholds.json").read_text())
+    metrics = json.loads((trained / "data/08_reporting/metrics.json").read_text())
+    for model in SCORED_MODELS:
+        assert thresholds[model]["threshold"] == metrics["models"][model]["threshold"]
+        assert thresholds[model]["chosen_on"] in ("train", "train_cv")
+
+
+def test_external_patients_reproduce_the_evaluation_exactly(
+    trained: Path, scored: pd.DataFrame
+) -> None:
+    expected = external_predictions(trained)
+    assert list(scored.columns) == list(RESULT_COLUMNS)
+    assert scored["scored"].all() and scored["error_reason"].isna().all()
+    assert sorted(scored["patient_id"]) == sorted(expected.index)
+    rows = scored.set_index("patient_id").loc[expected.index]
+    for model in SCORED_MODELS:
+        np.testing.assert_array_equal(rows[f"probability_{model}"], expected[model], model)
+    np.testing.assert_array_equal(rows["probability"], expected["combined"])
+    threshold = json.loads((trained / "data/06_models/risk_thresholds.json").read_text())[
+        "combined"
+    ]["threshold"]
+    assert (rows["threshold"] == threshold).all()
+    high = rows["probability"] >= threshold
+    assert (rows["risk_group"] == np.where(high, "high", "low")).all()
+
+
+@pytest.fixture(scope="module")
+def damaged_cohort(trained: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """New patients: one without its longitudinal image, one with a corrupt transverse."""
+    cohort = write_new_cohort(trained, tmp_path_factory.mktemp("damaged") / "cohort")
+    first, second = sorted(path.name for path in (cohort / "images").iterdir())[:2]
+    (cohort / "images" / first / "longitudinal.png").unlink()
+    (cohort / "images" / second / "transverse.png").write_bytes(b"not an image at all")
+    return cohort
+
+
+def test_a_patient_with_a_missing_or_unreadable_view_is_recorded_and_the_others_scored(
+    trained: Path, damaged_cohort: Path
+) -> None:
+    first, second = sorted(path.name for path in (damaged_cohort / "images").iterdir())[:2]
+    results = score(trained, damaged_cohort, gradcam=True)
+    errors = _read(trained / "data" / "07_model_output" / "inference_errors.csv")
+    assert sorted(errors["patient_id"].unique()) == [first, second]
+    missing = errors[errors["patient_id"] == first].iloc[0]
+    assert missing["view"] == "longitudinal" and "no image file" in missing["reason"]
+    corrupt = errors[errors["patient_id"] == second].iloc[0]
+    assert corrupt["file"] == f"images/{second}/transverse.png"
+    assert "unreadable" in corrupt["reason"] or "not a readable" in corrupt["reason"]
+
+    rows = results.set_index("patient_id")
+    assert not rows.loc[[first, second], "scored"].any()
+    assert rows.loc[[first, second], "probability"].isna().all()
+    assert rows.loc[second, "error_file"] == f"images/{second}/transverse.png"
+    others = rows.drop(index=[first, second])
+    assert len(others) == len(rows) - 2 and others["scored"].all()
+    expected = external_predictions(trained).loc[others.index, "combined"]
+    np.testing.assert_array_equal(others["probability"], expected)
+    overlays = trained / "data" / "08_reporting" / "inference_gradcam"
+    assert sorted(path.stem for path in overlays.glob("*.png")) == sorted(others.index)
+
+
+def test_packaged_model_returns_what_the_pipeline_writes(
+    trained: Path, damaged_cohort: Path
+) -> None:
+    pipeline_results = score(trained, damaged_cohort)
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{trained / 'mlflow.db'}")
+    try:
+        model = mlflow.pyfunc.load_model(f"models:/{REGISTERED_MODEL_NAME}/1")
+    finally:
+        mlflow.set_tracking_uri(previous)
+    table = flatten_cohort(CohortDataset(str(damaged_cohort)).load())
+    packaged = model.predict(table)
+    assert not packaged["scored"].all()  # the damaged patients are in both
+    pd.testing.assert_frame_equal(
+        _nulls_as_nan(packaged.reset_index(drop=True)),
+        _nulls_as_nan(pipeline_results),
+        check_dtype=False,
+    )
+    for column in ("probability", *(f"probability_{m}" for m in SCORED_MODELS)):
+        np.testing.assert_array_equal(packaged[column], pipeline_results[column])
+
+
+def test_a_cohort_without_a_training_column_is_refused(
+    trained: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    cohort = write_new_cohort(trained, tmp_path_factory.mktemp("no_column") / "cohort")
+    clinical = pd.read_csv(cohort / "clinical.csv", dtype=str)
+    clinical.drop(columns=["hashimoto"]).to_csv(cohort / "clinical.csv", index=False)
+    with pytest.raises(CohortError, match=r"lacks the clinical column\(s\) \['hashimoto'\]"):
+        score(trained, cohort)
+
+
+# --- plain functions, no Kedro ------------------------------------------------------------
+
+
+def test_a_folder_and_its_flat_table_validate_alike(cohort: FactoryCohort) -> None:
+    """The table route (MLflow model) sees exactly what the folder route sees."""
+    folder = CohortDataset(str(cohort.root)).load()
+    table = cohort_from_table(flatten_cohort(folder))
+    assert table.root == folder.root
+
+    def validated(source: RawCohort | TableCohort) -> tuple[pd.DataFrame, ...]:
+        clinical = validate_clinical(source.clinical, require_labels=False)
+        return (clinical, *validate_rois(source.rois, clinical))
+
+    for expected, got in zip(validated(folder), validated(table), strict=True):
+        pd.testing.assert_frame_equal(got, expected)
+    clinical = validated(table)[0]
+    patient = str(clinical.at[0, "patient_id"])
+    for view in ("longitudinal", "transverse"):
+        assert table.image_candidates(patient, view) == [
+            path.absolute() for path in folder.image_candidates(patient, view)
+        ]
+
+
+def test_clinical_columns_must_keep_their_training_kind() -> None:
+    training = pd.DataFrame(
+        {"patient_id": ["a"], "center": ["X"], "clnm": [1], "age": [40.0], "grade": ["2"]}
+    )
+    contract = scoring_contract(
+        training.astype({"grade": object}),
+        {"image_size": 32, "roi_margin": 0.2, "intensity_percentiles": None},
+    )
+    assert contract["clinical_columns"] == {"age": "number", "grade": "category"}
+    new = pd.DataFrame(
+        {"patient_id": ["b"], "center": ["Y"], "clnm": [None], "age": [None], "grade": [3.0]}
+    )
+    matched = match_training_columns(new.astype({"age": object}), contract)
+    assert matched["age"].dtype == float and matched.at[0, "grade"] == "3"
+    text_age = new.assign(age=["forty"])
+    with pytest.raises(CohortError, match=r"age \(a number in training, text here"):
+        match_training_columns(text_age, contract)
