@@ -24,7 +24,7 @@ BACKGROUND = (110, 170)  # 8-bit grey range of the background noise
 NODULE = 40  # grey value inside the box
 # Identifying values written into test DICOM files; they must never reach any output.
 DICOM_IDENTIFIERS = {
-    "PatientName": "DOE^JANE",
+    "PatientName": "ZARNOWDOE^QUILLJANE",  # long parts: no chance match in base64
     "PatientID": "MRN-4471-XZ",
     "PatientBirthDate": "19610223",
 }
