@@ -198,9 +198,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         action="store_true",
         help="show namespaces (dl_dual, clinical, ...) collapsed into one box each",
     )
-    parser.add_argument(
-        "--output", type=Path, default=Path("docs/images/kedro_viz_pipeline.png")
-    )
+    parser.add_argument("--output", type=Path, default=Path("docs/images/kedro_viz_pipeline.png"))
     parser.add_argument("--width", type=int, default=2400)
     parser.add_argument("--height", type=int, default=1500)
     args = parser.parse_args(argv)
