@@ -8,6 +8,7 @@ One small tracked run (``kedro run --pipelines demo --env test``, then a second 
 - MLflow: the tracking store holds what a user looks for (experiment, runs named after their
   pipelines, grouped parameters, ``<split>.<model>.<metric>`` metrics, figures and report as
   artifacts, networks with the PyTorch flavour, heads with the scikit-learn flavour);
+- optuna-dashboard: served on the run's study file, it lists each head's study and trials;
 - notebooks: both notebooks execute top to bottom on that run and show the right numbers.
 
 Chromium is Debian's ``chromium`` (``.ci/run`` installs it and sets CLNM_REQUIRE_BROWSER=1, so
@@ -20,12 +21,16 @@ import json
 import os
 import re
 import shutil
+import threading
 from collections import Counter
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
+from urllib.request import urlopen
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import nbformat
+import optuna_dashboard
 import pandas as pd
 import pytest
 import yaml
@@ -99,6 +104,11 @@ class _GraphLabels(HTMLParser):
         if self._in_label:
             self.node_labels.append(data.strip())
             self._in_label = False
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
 
 
 def _chromium_or_skip() -> str:
@@ -261,6 +271,37 @@ def test_mlflow_logs_networks_with_pytorch_and_heads_with_sklearn(tracked_projec
         mlmodel = yaml.safe_load((Path(model.artifact_location) / "MLmodel").read_text())
         assert flavour in mlmodel["flavors"], (name, sorted(mlmodel["flavors"]))
         assert "python_function" in mlmodel["flavors"], name  # loads with mlflow.pyfunc
+
+
+# --- Optuna studies in optuna-dashboard -------------------------------------------------------
+
+
+def test_optuna_dashboard_shows_every_head_study(tracked_project: Path) -> None:
+    """``optuna-dashboard sqlite:///data/06_models/optuna.db``, served on 127.0.0.1 as the
+    README says, lists each head's selected study with its trials and best CV AUC."""
+    storage = f"sqlite:///{tracked_project / 'data/06_models/optuna.db'}"
+    server = make_server("127.0.0.1", 0, optuna_dashboard.wsgi(storage), handler_class=_Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    try:
+        with urlopen(f"{base}/api/studies", timeout=60) as response:
+            studies = {
+                s["study_name"]: s["study_id"] for s in json.load(response)["study_summaries"]
+            }
+        for head in HEADS:
+            selection = json.loads(
+                (tracked_project / f"data/06_models/{head}_head_selection.json").read_text()
+            )
+            assert selection["study"] in studies, (head, sorted(studies))
+            with urlopen(f"{base}/api/studies/{studies[selection['study']]}?after=0") as response:
+                study = json.load(response)
+            assert len(study["trials"]) == 2  # conf/test: heads.n_trials
+            best = max(trial["values"][0] for trial in study["trials"])
+            assert best == pytest.approx(selection["cv_auc"])
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 # --- notebooks ------------------------------------------------------------------------------
