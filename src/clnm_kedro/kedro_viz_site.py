@@ -31,13 +31,15 @@ CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrom
 # out the graph (the graph is then blank).
 VIRTUAL_TIME_BUDGET_MS = 15_000
 # A page on the site's own origin that stores kedro-viz's settings in the browser, then opens
-# the graph: no feature tour over the picture, the chosen theme.
+# the graph: no feature tour or minimap over the picture, the chosen theme.
 _PREPARE_PAGE = "clnm_prepare_view.html"
 _PREPARE_HTML = """<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>Opening kedro-viz</title></head><body><script>
 var stored = JSON.parse(window.localStorage.getItem("KedroViz") || "{{}}");
 stored.showFeatureHints = false;
 stored.theme = "{theme}";
+stored.visible = Object.assign({{graph: true, sidebar: true, slicing: true}}, stored.visible || {{}},
+                               {{miniMap: false}});
 window.localStorage.setItem("KedroViz", JSON.stringify(stored));
 window.location.replace("./?" + window.location.search.substring(1));
 </script></body></html>
