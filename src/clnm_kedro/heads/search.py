@@ -507,13 +507,26 @@ def tune_family(
     missing = spec.n_trials - finished_trials(study)
     start = time.perf_counter()
     if missing > 0:
-        study.optimize(
-            make_objective(X, y, family, spec, seed),
-            n_trials=missing,
-            timeout=spec.timeout_s,
-            # Stops at n_trials finished even when several workers share the study.
-            callbacks=[optuna.study.MaxTrialsCallback(spec.n_trials, states=FINISHED_STATES)],
-        )
+        # A bar over this family's trials (on a terminal only, like the bar over families).
+        with tqdm(
+            total=missing, desc=f"{family} trials", unit="trial", leave=False, disable=None
+        ) as bar:
+
+            def show_progress(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+                bar.update(1)
+                if any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
+                    bar.set_postfix(best_cv_auc=f"{study.best_value:.3f}", refresh=False)
+
+            study.optimize(
+                make_objective(X, y, family, spec, seed),
+                n_trials=missing,
+                timeout=spec.timeout_s,
+                callbacks=[
+                    # Stops at n_trials finished even when several workers share the study.
+                    optuna.study.MaxTrialsCallback(spec.n_trials, states=FINISHED_STATES),
+                    show_progress,
+                ],
+            )
     return study, time.perf_counter() - start
 
 
