@@ -38,8 +38,9 @@ _PREPARE_HTML = """<!DOCTYPE html>
 var stored = JSON.parse(window.localStorage.getItem("KedroViz") || "{{}}");
 stored.showFeatureHints = false;
 stored.theme = "{theme}";
-stored.visible = Object.assign({{graph: true, sidebar: true, slicing: true}}, stored.visible || {{}},
-                               {{miniMap: false}});
+stored.visible = Object.assign(
+  {{graph: true, sidebar: true, slicing: true}}, stored.visible || {{}}, {{miniMap: false}}
+);
 window.localStorage.setItem("KedroViz", JSON.stringify(stored));
 window.location.replace("./?" + window.location.search.substring(1));
 </script></body></html>
