@@ -154,6 +154,15 @@ def test_kedro_viz_shows_every_node_with_its_layer_in_chromium(tracked_project: 
     assert not missing_datasets, f"datasets missing from the rendered graph: {missing_datasets}"
     assert labels.layers == list(LAYERS)  # every layer, in data-flow order
 
+    # Every registered pipeline is in the site (its drop-down), with exactly its own nodes.
+    main = json.loads((site / "api" / "main").read_text())
+    registered = dict(pipelines.items())
+    assert {entry["id"] for entry in main["pipelines"]} == set(registered)
+    for name, pipeline in registered.items():
+        view = json.loads((site / "api" / "pipelines" / name).read_text())
+        in_site = Counter(node["name"] for node in view["nodes"] if node["type"] == "task")
+        assert in_site == Counter(n.name.rsplit(".", 1)[-1] for n in pipeline.nodes), name
+
     # Previews as kedro-viz shows them: tables, figures, the crops, a network's summary.
     splits = _preview(site, "patient_splits")
     assert splits["preview_type"] == "TablePreview"
