@@ -8,7 +8,7 @@ export KEDRO_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export MPLBACKEND := Agg
 
-.PHONY: setup run test lint viz mlflow-ui clean-data
+.PHONY: setup run test lint viz viz-screenshot mlflow-ui optuna-dashboard clean-data
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,14 @@ lint: setup
 viz: setup                          ## build kedro-viz as a static site in build/
 	$(BIN)/kedro viz build
 
+viz-screenshot: setup               ## regenerate docs/images/kedro_viz_pipeline.png (needs chromium)
+	$(BIN)/python -m clnm_kedro.kedro_viz_site --pipeline demo --output docs/images/kedro_viz_pipeline.png
+
 mlflow-ui: setup                    ## open the MLflow UI on the default tracking store
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+
+optuna-dashboard: setup             ## look at the heads' Optuna studies (http://127.0.0.1:8080)
+	$(BIN)/optuna-dashboard sqlite:///data/06_models/optuna.db --host 127.0.0.1 --port 8080
 
 clean-data:                         ## remove generated outputs; never a cohort you put in data/01_raw
 	find data/0[2-8]_* -mindepth 1 ! -name .gitkeep -delete

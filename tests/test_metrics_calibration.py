@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -141,6 +142,22 @@ def test_probabilities_of_exactly_zero_and_one_are_clipped() -> None:
     intercept, slope = calibration_intercept_slope([0, 1, 0, 1, 1, 0], [0, 0.3, 0.4, 0.6, 1, 0.5])
     assert math.isfinite(intercept)
     assert math.isfinite(slope)
+
+
+def test_intercept_stays_exact_when_certain_predictions_are_wrong() -> None:
+    """k-nearest-neighbour heads predict exactly 0 or 1; when such certain predictions are
+    wrong on both sides the GLM's IRLS overflowed and stopped at an intercept of about -5e14.
+    By symmetry the intercept here is 0; in the second case it solves its score equation."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow
+        intercept, _ = calibration_intercept_slope([1, 0, 1, 0], [0.0, 1.0, 0.5, 0.5])
+        assert intercept == pytest.approx(0.0, abs=1e-9)
+        y = np.array([1, 1, 0, 0, 1, 0, 0])
+        p = np.array([0.0, 1 / 3, 1 / 3, 2 / 3, 2 / 3, 1.0, 0.0])
+        intercept, _ = calibration_intercept_slope(y, p)
+    offsets = special.logit(np.clip(p, 1e-15, 1 - 1e-15))
+    assert np.sum(y - special.expit(intercept + offsets)) == pytest.approx(0.0, abs=1e-9)
+    assert abs(intercept) < 5
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ from clnm_kedro.metrics import delong_ci
 from clnm_kedro.networks import build_network
 from clnm_kedro.pipelines.evaluation import create_pipeline
 from clnm_kedro.pipelines.evaluation.nodes import plot_decision_curves, plot_roc
+from clnm_kedro.pipelines.evaluation.pipeline import REPORTED_PARAMETERS
 from clnm_kedro.reporting.predictions import MODEL_LABELS
 from clnm_kedro.reporting.tables import format_auc
 
@@ -111,8 +112,14 @@ def synthetic_inputs(oracle: bool = True) -> dict[str, Any]:
         },
         "params:evaluation": EVALUATION,
         "params:seed": 7,
-        "parameters": {"seed": 7, "evaluation": EVALUATION, "note": "https://example.org"},
     }
+    run_parameters = {
+        "cohort_dir": "https://example.org",
+        "split": {"external_centers": ["CENTER_B"], "n_folds": 5},
+        "optuna_storage_url": "sqlite:///data/06_models/optuna.db",
+    }
+    for block in REPORTED_PARAMETERS:
+        inputs.setdefault(f"params:{block}", run_parameters.get(block, {}))
     torch.manual_seed(0)
     for model, kind in NETWORKS.items():
         network = build_network({"network": {"kind": kind, "compact_channels": [4, 8]}})
@@ -317,7 +324,11 @@ def _catalog_config() -> dict[str, Any]:
 
 def test_catalog_has_every_output_with_its_layer() -> None:
     config = _catalog_config()
-    saved = {name for name in create_pipeline().all_outputs() if not name.endswith("_for_report")}
+    saved = {
+        name
+        for name in create_pipeline().all_outputs()
+        if not name.endswith("_for_report") and name != "run_parameters"  # in memory
+    }
     assert saved <= set(config)
     for name in saved:
         layer = config[name]["metadata"]["kedro-viz"]["layer"]

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import pandas as pd
 from kedro.io import AbstractDataset, DatasetError
+from kedro_datasets._typing import TablePreview
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm")
 VIEWS = ("longitudinal", "transverse")
@@ -132,6 +133,14 @@ class CohortDataset(AbstractDataset[WritableCohort, RawCohort]):
                 f"got {type(data).__name__}; raw cohorts are read-only."
             )
         data.write(self._path)
+
+    def preview(self, nrows: int = 10) -> TablePreview:
+        """kedro-viz: the first ``nrows`` rows of ``clinical.csv``, as stored."""
+        clinical = self._path / "clinical.csv"
+        if not clinical.is_file():
+            raise DatasetError(f"No clinical.csv in '{self._path}'.")
+        table = pd.read_csv(clinical, dtype=str, keep_default_na=False, nrows=nrows)
+        return TablePreview(table.to_dict(orient="split"))
 
     def _exists(self) -> bool:
         return (self._path / "clinical.csv").is_file()

@@ -7,11 +7,13 @@ with ``load_checkpoint``, weights only: loading never runs code stored in the fi
 
 from __future__ import annotations
 
+import json
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import torch
 from kedro.io import AbstractVersionedDataset, DatasetError, Version
+from kedro_datasets._typing import JSONPreview
 from torch import nn
 
 from clnm_kedro.networks import TrainingResult, load_checkpoint, save_checkpoint
@@ -78,6 +80,20 @@ class TorchModelDataset(AbstractVersionedDataset[TrainingResult, nn.Module]):
                 f"train_network, got {type(data).__name__}"
             )
         save_checkpoint(data, Path(self._get_save_path()))
+
+    def preview(self) -> JSONPreview:
+        """kedro-viz: the kept epoch, its validation AUC, the size and settings of the network."""
+        path = Path(self._get_load_path())
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        summary = {
+            "best_epoch": payload.get("best_epoch"),
+            "best_validation_auc": payload.get("best_val_auc"),
+            "epochs_trained": len(payload.get("history", {}).get("epoch", [])),
+            "seed": payload.get("seed"),
+            "weights": int(sum(t.numel() for t in payload.get("state_dict", {}).values())),
+            "settings": payload.get("config"),
+        }
+        return JSONPreview(json.dumps(summary, default=str))
 
     def _exists(self) -> bool:
         try:

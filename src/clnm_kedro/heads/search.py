@@ -574,13 +574,23 @@ def tune_family(
             if len(counted_trials(study, since)) >= spec.n_trials:
                 study.stop()
 
-        study.optimize(
-            counted_objective,
-            n_trials=missing,
-            timeout=spec.timeout_s,
-            catch=(SurplusTrialError,),
-            callbacks=[stop_at_total],
-        )
+        # A bar over this family's trials (on a terminal only, like the bar over families).
+        with tqdm(
+            total=missing, desc=f"{family} trials", unit="trial", leave=False, disable=None
+        ) as bar:
+
+            def show_progress(study: optuna.Study, trial: FrozenTrial) -> None:
+                bar.update(1)
+                if any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
+                    bar.set_postfix(best_cv_auc=f"{study.best_value:.3f}", refresh=False)
+
+            study.optimize(
+                counted_objective,
+                n_trials=missing,
+                timeout=spec.timeout_s,
+                catch=(SurplusTrialError,),
+                callbacks=[stop_at_total, show_progress],
+            )
     if not isinstance(storage, optuna.storages.InMemoryStorage):  # only a stored study is shared
         wait_for_other_workers(study, since)
     return study, time.perf_counter() - start

@@ -11,7 +11,11 @@ J Clin Epidemiol 2016; "Calibration: the Achilles heel of predictive analytics",
   means risks are underestimated on average. Note that ``rms::val.prob`` prints as
   "Intercept" the ``a`` of the two-parameter model instead; that number is not reported here.
 
-Both models are fitted by maximum likelihood with statsmodels' GLM (binomial family).
+Both models are fitted by maximum likelihood: the slope model with statsmodels' GLM (binomial
+family); the intercept, one parameter, as the root of its score equation
+``sum(y - expit(a + logit(p))) = 0`` (monotone in ``a``), which stays exact where IRLS breaks
+down: probabilities of exactly 0 or 1 (k-nearest-neighbour heads) give logits of about ±35 and
+made the GLM overflow and stop at a meaningless intercept.
 Probabilities are clipped to [1e-15, 1 - 1e-15] before taking logits.
 
 Grouping for the reliability curve and the Hosmer-Lemeshow test ("deciles of risk"): group
@@ -31,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import statsmodels.api as sm
-from scipy import special, stats
+from scipy import optimize, special, stats
 
 from clnm_kedro.metrics._validation import check_labels, check_scores
 
@@ -147,6 +151,22 @@ def brier_score(y: npt.ArrayLike, p: npt.ArrayLike) -> float:
     return float(np.mean((probs - labels) ** 2))
 
 
+def _intercept_with_unit_slope(labels: np.ndarray, logit: np.ndarray) -> float:
+    """Maximum-likelihood ``a`` of ``logit P(y=1) = a + offset(logit)``.
+
+    The score ``sum(y - expit(a + logit))`` falls strictly from ``sum(y) > 0`` to
+    ``sum(y) - n < 0`` as ``a`` grows (both outcomes present), so it has exactly one root, the
+    bracketing of which follows from the range of the offsets.
+    """
+
+    def score(a: float) -> float:
+        return float(np.sum(labels - special.expit(a + logit)))
+
+    # expit(a + logit) is within 1e-300 of 0 (or 1) for every patient beyond these bounds.
+    low, high = -float(logit.max()) - 700.0, -float(logit.min()) + 700.0
+    return float(optimize.brentq(score, low, high, xtol=1e-12, rtol=1e-12, maxiter=500))
+
+
 def calibration_intercept_slope(y: npt.ArrayLike, p: npt.ArrayLike) -> CalibrationFit:
     """Calibration intercept (calibration-in-the-large) and calibration slope.
 
@@ -172,8 +192,7 @@ def calibration_intercept_slope(y: npt.ArrayLike, p: npt.ArrayLike) -> Calibrati
     logit = special.logit(np.clip(probs, PROBABILITY_CLIP, 1.0 - PROBABILITY_CLIP))
     ones = np.ones((labels.size, 1))
 
-    in_the_large = sm.GLM(labels, ones, family=sm.families.Binomial(), offset=logit).fit()
-    intercept = float(np.asarray(in_the_large.params)[0])
+    intercept = _intercept_with_unit_slope(labels, logit)
 
     events = logit[labels == 1]
     non_events = logit[labels == 0]
@@ -192,7 +211,7 @@ def calibration_intercept_slope(y: npt.ArrayLike, p: npt.ArrayLike) -> Calibrati
 
     design = np.column_stack([ones, logit])
     recalibration = sm.GLM(labels, design, family=sm.families.Binomial()).fit()
-    if not (in_the_large.converged and recalibration.converged):
+    if not recalibration.converged:
         raise RuntimeError(
             "The logistic calibration fit did not converge; check the predicted probabilities."
         )

@@ -381,6 +381,10 @@ def train_network(
                 unit="batch",
                 leave=False,
                 disable=not settings["progress_bar"],
+                # the validation AUC of the epoch kept so far: how training is going
+                postfix=(
+                    {"best_val_auc": f"{best_auc:.3f} (epoch {best_epoch})"} if best_epoch else None
+                ),
             ):
                 x = to_model_input(batch_images, torch_device)
                 x = augment_batch(x, resolved, augment_generator)

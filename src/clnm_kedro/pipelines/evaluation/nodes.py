@@ -208,6 +208,11 @@ def gradcam_node(model: str) -> Callable[..., tuple[Figure, ReportFigure]]:
     return plot_gradcam
 
 
+def collect_run_parameters(**blocks: Any) -> dict[str, Any]:
+    """The run's parameter blocks, keyed by their names, for the report's parameter table."""
+    return dict(blocks)
+
+
 def build_report(
     *,
     metrics: dict[str, Any],

@@ -10,6 +10,7 @@ from clnm_kedro.pipelines.evaluation.nodes import (
     build_report,
     build_study_table,
     collect_mlflow_metrics,
+    collect_run_parameters,
     compare_models,
     compare_with_oracle,
     compute_metrics,
@@ -30,6 +31,22 @@ PREDICTION_TABLES = [
     "combined_predictions",
 ]
 NETWORKS = ["dl_dual", "dl_longitudinal", "dl_transverse"]
+# The parameter blocks of a training run, shown in the report. Named one by one rather than
+# taking Kedro's whole "parameters": kedro-mlflow logs a node's "parameters" input again under
+# "parameters.<key>", which doubled every MLflow parameter of the run.
+REPORTED_PARAMETERS = [
+    "seed",
+    "cohort_dir",
+    "split",
+    "preprocessing",
+    "dl_training",
+    "feature_extraction",
+    "heads",
+    "optuna_storage_url",
+    "clinical_modeling",
+    "fusion",
+    "evaluation",
+]
 
 
 def create_pipeline(**kwargs: Any) -> Pipeline:
@@ -119,6 +136,12 @@ def create_pipeline(**kwargs: Any) -> Pipeline:
             ),
             *gradcam_nodes,
             Node(
+                collect_run_parameters,
+                inputs={block: f"params:{block}" for block in REPORTED_PARAMETERS},
+                outputs="run_parameters",
+                name="collect_run_parameters",
+            ),
+            Node(
                 build_report,
                 inputs={
                     "metrics": "metrics",
@@ -126,7 +149,7 @@ def create_pipeline(**kwargs: Any) -> Pipeline:
                     "subgroup_auc": "subgroup_auc",
                     "oracle_comparison": "oracle_comparison",
                     "data_quality_report": "data_quality_report",
-                    "parameters": "parameters",
+                    "parameters": "run_parameters",
                     # embedded figures, in the order the report shows them
                     "roc_curves": "roc_curves_for_report",
                     "calibration_curves": "calibration_curves_for_report",
