@@ -144,6 +144,20 @@ def test_training_pipelines_stay_pipeline_ml_through_kedro_session_run(name: str
     assert filtered.inference.outputs() == {"inference_results"}
 
 
+def test_a_partial_training_run_is_a_plain_pipeline_that_logs_no_model() -> None:
+    """``--from-nodes`` (and Kedro's resume suggestion after a failed node) filter the
+    PipelineML; a part that does not fit the scoring artifacts must run as a plain pipeline,
+    not raise kedro-mlflow's consistency error (which used to replace the node's own error).
+    """
+    registered = _load_registered("__default__")
+    part = registered.from_nodes("compute_metrics")
+    assert not isinstance(part, PipelineML)
+    assert "compute_metrics" in {node.name for node in part.nodes}
+    assert len(part.nodes) < len(registered.nodes)
+    whole = registered.from_nodes(*(node.name for node in registered.nodes))
+    assert isinstance(whole, PipelineML)
+
+
 def test_inference_pipeline_is_the_scoring_pipeline_behind_a_folder() -> None:
     pipeline, scoring = create_pipeline(), create_scoring_pipeline()
     assert {node.name for node in scoring.nodes} < {node.name for node in pipeline.nodes}

@@ -19,12 +19,12 @@ thresholds, is logged as one MLflow model and registered as ``clnm_kedro``.
 
 from __future__ import annotations
 
+import logging
 from importlib.metadata import version
 from typing import Any
 
 from kedro.pipeline import Node, Pipeline
-from kedro_mlflow.pipeline import pipeline_ml_factory
-from kedro_mlflow.pipeline.pipeline_ml import PipelineML
+from kedro_mlflow.pipeline.pipeline_ml import KedroMlflowPipelineMLError, PipelineML
 
 from clnm_kedro.pipelines.clinical_modeling.nodes import build_clinical_model_input
 from clnm_kedro.pipelines.dl_training.pipeline import NETWORK_MODELS
@@ -329,6 +329,37 @@ def create_pipeline(**kwargs: Any) -> Pipeline:
     )
 
 
+logger = logging.getLogger(__name__)
+
+
+class PackagedTrainingPipeline(PipelineML):
+    """A kedro-mlflow ``PipelineML`` whose partial runs fall back to a plain pipeline.
+
+    kedro-mlflow turns every filtered part of a ``PipelineML`` (``--from-nodes``,
+    ``--only-missing-outputs``, and Kedro's own resume suggestion after a failed node) into a new
+    ``PipelineML`` and raises when that part does not produce every fitted artifact of the
+    scoring pipeline; after a failure that error replaced the node's own. Here such a part runs
+    as a plain pipeline and logs no model (the model is only logged by a run that fits it).
+    """
+
+    def _turn_pipeline_to_ml(self, pipeline: Pipeline) -> Pipeline:
+        try:
+            return PackagedTrainingPipeline(
+                nodes=pipeline.nodes,
+                inference=self.inference,
+                input_name=self.input_name,
+                kpm_kwargs=self.kpm_kwargs,
+                log_model_kwargs=self.log_model_kwargs,
+            )
+        except KedroMlflowPipelineMLError:
+            logger.info(
+                "This run covers only part of the training pipeline (%d of %d steps), so it "
+                "does not log the scoring model to MLflow; a whole `kedro run` does.",
+                len(pipeline.nodes), len(self.nodes),
+            )
+            return Pipeline(pipeline.nodes)
+
+
 def with_packaged_model(training: Pipeline) -> PipelineML:
     """``training`` plus the scoring artifacts, logging the scoring pipeline to MLflow.
 
@@ -337,8 +368,8 @@ def with_packaged_model(training: Pipeline) -> PipelineML:
     thresholds and parameters as one pyfunc model (input: the flat cohort table) and
     registers it as ``clnm_kedro`` (a new version per run).
     """
-    return pipeline_ml_factory(
-        training=training + create_training_artifacts_pipeline(),
+    return PackagedTrainingPipeline(
+        nodes=(training + create_training_artifacts_pipeline()).nodes,
         inference=create_scoring_pipeline(),
         input_name=MODEL_INPUT,
         log_model_kwargs={
