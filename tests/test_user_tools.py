@@ -270,9 +270,12 @@ def test_mlflow_logs_networks_with_pytorch_and_heads_with_sklearn(tracked_projec
     client = _client(tracked_project)
     logged = client.search_logged_models(experiment_ids=[runs["demo"].info.experiment_id])
     by_name = {model.name: model for model in logged}
-    expected = {f"{network}_network": "pytorch" for network in NETWORKS} | {
-        f"{head}_head": "sklearn" for head in HEADS
-    }
+    expected = (
+        {f"{network}_network": "pytorch" for network in NETWORKS}
+        | {f"{head}_head": "sklearn" for head in HEADS}
+        # the whole scoring pipeline (kedro-mlflow's pipeline_ml_factory, see test_inference)
+        | {"clnm_model": "python_function"}
+    )
     assert set(by_name) == set(expected)
     for name, flavour in expected.items():
         model = by_name[name]
