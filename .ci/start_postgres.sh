@@ -11,7 +11,17 @@ if [ -z "$(pg_lsclusters --no-header)" ]; then   # the package normally creates 
     pg_createcluster "$(ls /usr/lib/postgresql | sort -V | tail -n 1)" main >/dev/null
 fi
 read -r PG_VERSION PG_CLUSTER _ < <(pg_lsclusters --no-header | head -n 1)
-pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" start 2>/dev/null || true   # already running: fine
+PG_STARTED_HERE=0   # .ci/run stops the server at exit only if this script started it
+if ! pg_lsclusters --no-header | awk -v v="$PG_VERSION" -v c="$PG_CLUSTER" '$1==v && $2==c' \
+        | grep -q online; then
+    pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" start && PG_STARTED_HERE=1
+fi
+if ! pg_lsclusters --no-header | awk -v v="$PG_VERSION" -v c="$PG_CLUSTER" '$1==v && $2==c' \
+        | grep -q online; then
+    echo "PostgreSQL cluster $PG_VERSION/$PG_CLUSTER did not start:" >&2
+    pg_lsclusters >&2
+    exit 1
+fi
 PG_PORT=$(pg_lsclusters --no-header | awk -v v="$PG_VERSION" -v c="$PG_CLUSTER" '$1==v && $2==c {print $3}')
 su postgres -c "psql -p $PG_PORT -tAc \"SELECT 1 FROM pg_roles WHERE rolname='clnm_test'\"" | grep -q 1 \
     || su postgres -c "psql -p $PG_PORT -qc \"CREATE ROLE clnm_test LOGIN PASSWORD 'clnm_test'\""

@@ -7,16 +7,19 @@ import json
 import logging
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from torch import nn
 
 from clnm_kedro.metrics import classification_metrics, delong_ci, delong_test, youden_threshold
 from clnm_kedro.networks import build_network
 from clnm_kedro.pipelines.evaluation import create_pipeline, nodes
+from clnm_kedro.pipelines.evaluation.pipeline import REPORTED_PARAMETERS
 from clnm_kedro.reporting.gradcam import (
     branch_target_layers,
     choose_gradcam_patients,
@@ -731,3 +734,13 @@ def test_evaluation_nodes_end_to_end(predictions: pd.DataFrame, cohort: pd.DataF
     assert html.count('<img src="data:image/png;base64,') == len(embedded) + 1  # + oracle
     for model in (*DL_MODELS, *HEAD_MODELS):
         assert model in html
+
+
+def test_report_lists_every_parameter_block_of_a_training_run() -> None:
+    """A parameter block added to conf/base must reach the report, or be excluded on purpose."""
+    conf = Path(__file__).resolve().parents[1] / "conf" / "base"
+    blocks: set[str] = set()
+    for path in conf.glob("parameters*.yml"):
+        blocks |= set(yaml.safe_load(path.read_text()) or {})
+    # `simulate` describes the synthetic cohort (its own summary), `inference` a later scoring run
+    assert set(REPORTED_PARAMETERS) == blocks - {"simulate", "inference"}

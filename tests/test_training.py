@@ -15,6 +15,7 @@ from clnm_kedro.networks import (
     build_network,
     fit_validation_indices,
     load_checkpoint,
+    model_from_state,
     plot_training_curves,
     predict_probabilities,
     resolve_config,
@@ -329,3 +330,15 @@ def test_single_view_network_has_no_view_classifier() -> None:
         torch.rand(3, 1, SIZE, SIZE), with_view_logits=True
     )
     assert logit.shape == (3,) and per_view.shape == (3, 0)
+
+
+def test_a_dual_checkpoint_without_view_classifiers_still_loads() -> None:
+    """Weights saved before the per-view classifiers existed predict as before."""
+    crops, splits = _cohort()
+    result = train_network(crops, splits, _config(epochs=1), seed=0)
+    older = {k: v for k, v in result.state_dict.items() if not k.startswith("view_heads.")}
+    x = torch.rand(4, 2, SIZE, SIZE) * 255
+    assert torch.equal(model_from_state(older, result.config)(x), result.network()(x))
+    broken = {k: v for k, v in older.items() if not k.startswith("head.")}
+    with pytest.raises(ValueError, match="do not fit the network"):
+        model_from_state(broken, result.config)

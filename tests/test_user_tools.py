@@ -306,7 +306,9 @@ def test_optuna_dashboard_shows_every_head_study(tracked_project: Path) -> None:
                 (tracked_project / f"data/06_models/{head}_head_selection.json").read_text()
             )
             assert selection["study"] in studies, (head, sorted(studies))
-            with urlopen(f"{base}/api/studies/{studies[selection['study']]}?after=0") as response:
+            with urlopen(
+                f"{base}/api/studies/{studies[selection['study']]}?after=0", timeout=60
+            ) as response:
                 study = json.load(response)
             assert len(study["trials"]) == 2  # conf/test: heads.n_trials
             best = max(trial["values"][0] for trial in study["trials"])

@@ -157,20 +157,26 @@ class UnfinishedOutputsHooks:
     @hook_impl
     def before_node_run(self, node: Node) -> None:
         """Journal this node's outputs (and, when resuming, those of the nodes after it)."""
-        self._unsaved[node.name] = set(node.outputs)
+        with self._lock:
+            self._unsaved[node.name] = set(node.outputs)
         if self._only_missing and self._pipeline is not None:
-            for name, paths in self._files_of(self._pipeline.from_nodes(node.name).nodes).items():
-                self._pending.setdefault(name, set()).update(paths)
-            self._write_journal()
+            # a plain Pipeline: filtering the packaged training PipelineML would rebuild it
+            later = Pipeline(self._pipeline.nodes).from_nodes(node.name).nodes
+            with self._lock:
+                for name, paths in self._files_of(later).items():
+                    self._pending.setdefault(name, set()).update(paths)
+                self._write_journal_unlocked()
 
     @hook_impl
     def after_dataset_saved(self, dataset_name: str, node: Node) -> None:
         """A node is finished once every one of its outputs is saved."""
-        unsaved = self._unsaved.get(node.name)
-        if unsaved is None:
-            return
-        unsaved.discard(dataset_name)
-        if not unsaved:
+        with self._lock:
+            unsaved = self._unsaved.get(node.name)
+            if unsaved is None:
+                return
+            unsaved.discard(dataset_name)
+            finished = not unsaved
+        if finished:
             self._finish(node.name)
 
     @hook_impl
@@ -180,9 +186,10 @@ class UnfinishedOutputsHooks:
             self._finish(node.name)
 
     def _finish(self, name: str) -> None:
-        self._unsaved.pop(name, None)
-        if self._pending.pop(name, None) is not None:
-            self._write_journal()
+        with self._lock:
+            self._unsaved.pop(name, None)
+            if self._pending.pop(name, None) is not None:
+                self._write_journal_unlocked()
 
     @hook_impl
     def after_pipeline_run(self) -> None:

@@ -468,12 +468,19 @@ def model_from_state(
     """Rebuild a trained network from its weights and parameter block (eval mode).
 
     Pretrained-weight settings are ignored: the weights come from ``state_dict``, so nothing is
-    downloaded.
+    downloaded. A dual network saved before it had per-view classifiers (``view_heads``, used
+    only in training) loads too: they are the only weights allowed to be missing.
     """
     resolved = resolve_config(config)
     resolved["network"]["pretrained"] = None
     model = build_network(resolved)
-    model.load_state_dict(state_dict)
+    result = model.load_state_dict(state_dict, strict=False)
+    missing = [key for key in result.missing_keys if not key.startswith("view_heads.")]
+    if missing or result.unexpected_keys:
+        raise ValueError(
+            "The saved weights do not fit the network their settings describe: missing "
+            f"{missing[:5]}, unexpected {result.unexpected_keys[:5]}"
+        )
     return model.to(device).eval()
 
 

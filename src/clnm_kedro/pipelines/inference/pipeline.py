@@ -80,6 +80,11 @@ MODEL_REQUIREMENTS: tuple[str, ...] = (
     "scikit-learn",
     "catboost",
     "skops",
+    "optuna",
+    "sqlalchemy",
+    "scipy",
+    "matplotlib",
+    "grad-cam",
 )
 EXCLUSIONS: tuple[str, ...] = (
     "inference_table_exclusions",
