@@ -123,7 +123,9 @@ class UnfinishedOutputsHooks:
     ) -> None:
         """Clear what an interrupted earlier run left unfinished; journal this run's outputs."""
         self._project = Path(run_params.get("project_path") or Path.cwd()).resolve()
-        self._catalog, self._pipeline = catalog, pipeline
+        # a plain Pipeline: filtering the packaged training PipelineML would rebuild (and
+        # re-check) a PipelineML for every node when resuming
+        self._catalog, self._pipeline = catalog, Pipeline(pipeline.nodes)
         self._only_missing = bool(run_params.get("only_missing_outputs"))
         data = self._project / "data"
         if not data.is_dir():
@@ -160,8 +162,7 @@ class UnfinishedOutputsHooks:
         with self._lock:
             self._unsaved[node.name] = set(node.outputs)
         if self._only_missing and self._pipeline is not None:
-            # a plain Pipeline: filtering the packaged training PipelineML would rebuild it
-            later = Pipeline(self._pipeline.nodes).from_nodes(node.name).nodes
+            later = self._pipeline.from_nodes(node.name).nodes
             with self._lock:
                 for name, paths in self._files_of(later).items():
                     self._pending.setdefault(name, set()).update(paths)

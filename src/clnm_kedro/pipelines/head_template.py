@@ -70,6 +70,13 @@ logger = logging.getLogger(__name__)
 SPLIT_RANK: dict[str, int] = {split: rank for rank, split in enumerate(SPLIT_ORDER)}
 _MODEL_KEYS = frozenset({"model", "clinical_columns"})
 # Packages a logged head needs (besides this project, whose preprocessing it references).
+# Each head model and its parameter block: `clinical_modeling` builds the first, `fusion` the
+# others, and `inference` scores with all three (one mapping, so the three cannot drift apart).
+HEAD_PARAMETER_BLOCKS: dict[str, str] = {
+    "clinical": "clinical_modeling",
+    "dl_features": "fusion.dl_features",
+    "combined": "fusion.combined",
+}
 HEAD_REQUIREMENTS: tuple[str, ...] = ("scikit-learn", "catboost", "numpy", "pandas", "skops")
 
 

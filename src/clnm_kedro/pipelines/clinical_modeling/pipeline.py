@@ -10,7 +10,7 @@ from clnm_kedro.pipelines.clinical_modeling.nodes import (
     build_clinical_model_input,
     encode_clinical_features,
 )
-from clnm_kedro.pipelines.head_template import create_head_pipeline
+from clnm_kedro.pipelines.head_template import HEAD_PARAMETER_BLOCKS, create_head_pipeline
 
 
 def create_pipeline(**kwargs: Any) -> Pipeline:
@@ -36,6 +36,8 @@ def create_pipeline(**kwargs: Any) -> Pipeline:
                 name="encode_clinical_features",
                 tags="training",
             ),
-            create_head_pipeline("clinical", "clinical_model_input", "clinical_modeling"),
+            create_head_pipeline(
+                "clinical", "clinical_model_input", HEAD_PARAMETER_BLOCKS["clinical"]
+            ),
         ]
     )

@@ -10,7 +10,7 @@ from clnm_kedro.pipelines.fusion.nodes import (
     build_combined_model_input,
     build_dl_features_model_input,
 )
-from clnm_kedro.pipelines.head_template import create_head_pipeline
+from clnm_kedro.pipelines.head_template import HEAD_PARAMETER_BLOCKS, create_head_pipeline
 
 
 def create_pipeline(**kwargs: Any) -> Pipeline:
@@ -37,7 +37,9 @@ def create_pipeline(**kwargs: Any) -> Pipeline:
                 name="build_combined_model_input",
                 tags="training",
             ),
-            create_head_pipeline("dl_features", "dl_features_model_input", "fusion.dl_features"),
-            create_head_pipeline("combined", "combined_model_input", "fusion.combined"),
+            *(
+                create_head_pipeline(model, f"{model}_model_input", HEAD_PARAMETER_BLOCKS[model])
+                for model in ("dl_features", "combined")
+            ),
         ]
     )

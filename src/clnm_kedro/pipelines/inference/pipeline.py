@@ -33,7 +33,11 @@ from clnm_kedro.pipelines.fusion.nodes import (
     build_combined_model_input,
     build_dl_features_model_input,
 )
-from clnm_kedro.pipelines.head_template import predict_with_head, validate_head_settings
+from clnm_kedro.pipelines.head_template import (
+    HEAD_PARAMETER_BLOCKS,
+    predict_with_head,
+    validate_head_settings,
+)
 from clnm_kedro.pipelines.inference.nodes import (
     check_training_columns,
     draw_inference_gradcam,
@@ -58,12 +62,6 @@ REGISTERED_MODEL_NAME = "clnm_kedro"
 # The packaged model's input: the flat cohort table (clnm_kedro.scoring.cohort_table).
 MODEL_INPUT = "inference_cohort"
 MODEL_OUTPUT = "inference_results"
-# Heads: model name -> parameter block (as in clinical_modeling and fusion).
-HEAD_MODELS: dict[str, str] = {
-    "clinical": "clinical_modeling",
-    "dl_features": "fusion.dl_features",
-    "combined": "fusion.combined",
-}
 # What the packaged model needs besides this project (pinned from this environment).
 MODEL_REQUIREMENTS: tuple[str, ...] = (
     "kedro",
@@ -270,7 +268,7 @@ def create_scoring_pipeline() -> Pipeline:
         ]
     )
     scores = {model: f"{model}_inference_probabilities" for model in NETWORK_MODELS}
-    scores |= {model: f"{model}_inference_scores" for model in HEAD_MODELS}
+    scores |= {model: f"{model}_inference_scores" for model in HEAD_PARAMETER_BLOCKS}
     gather = Node(
         gather_inference_results,
         inputs={
@@ -293,7 +291,7 @@ def create_scoring_pipeline() -> Pipeline:
             head_spec,
             *(_network_pipeline(model) for model in NETWORK_MODELS),
             model_inputs,
-            *(_head_pipeline(model, block) for model, block in HEAD_MODELS.items()),
+            *(_head_pipeline(model, block) for model, block in HEAD_PARAMETER_BLOCKS.items()),
             gather,
         ],
         tags="inference",
