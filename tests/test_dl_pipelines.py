@@ -29,8 +29,8 @@ from clnm_kedro.pipelines.dl_training import create_pipeline as dl_training_pipe
 from clnm_kedro.pipelines.dl_training.nodes import resolve_network_settings
 from clnm_kedro.pipelines.feature_extraction import create_pipeline as feature_pipeline
 from clnm_kedro.pipelines.feature_extraction.nodes import (
-    extract_network_features,
     gather_network_predictions,
+    score_with_network,
 )
 from kedro_project import make_project_copy, run_pipelines
 
@@ -300,9 +300,9 @@ def test_feature_extraction_rejects_misaligned_inputs(
     crops, splits = cohort
     network = TorchModelDataset(str(baseline / "data" / "06_models" / "dl_dual_network.pt")).load()
     with pytest.raises(ValueError, match="row i of patient_splits"):
-        extract_network_features(network, crops[:-1], splits, {"batch_size": 16})
+        score_with_network(network, crops[:-1], splits, {"batch_size": 16})
     with pytest.raises(ValueError, match="batch_size"):
-        extract_network_features(network, crops, splits, {"batch_size": 0})
+        score_with_network(network, crops, splits, {"batch_size": 0})
     shuffled = pd.DataFrame({"patient_id": splits["patient_id"][::-1], "probability": 0.5})
     with pytest.raises(ValueError, match="dl_dual probabilities are not in the patient order"):
         gather_network_predictions(splits, dl_dual=shuffled)

@@ -18,6 +18,7 @@ from clnm_kedro.networks import (
     augment_batch,
     build_network,
     extract_features,
+    features_and_probabilities,
     features_table,
     predict_probabilities,
     predictions_table,
@@ -250,6 +251,18 @@ def test_features_and_probabilities_follow_patient_rows() -> None:
     np.testing.assert_allclose(by_patient, features, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="do not line up"):
         features_table(features, ids[:8])
+
+
+@pytest.mark.parametrize("kind", ["dual", "longitudinal"])
+def test_one_pass_gives_exactly_the_features_and_probabilities_of_two(kind: str) -> None:
+    crops = _crops(64)  # enough rows for the vectorised (not the scalar) elementwise kernels
+    model = _network(**SMALL, kind=kind)
+    features, probabilities = features_and_probabilities(model, crops, batch_size=32)
+    np.testing.assert_array_equal(features, extract_features(model, crops, batch_size=32))
+    np.testing.assert_array_equal(
+        probabilities, predict_probabilities(model, crops, batch_size=32)
+    )
+    assert features.dtype == np.float32 and probabilities.dtype == np.float64
 
 
 def test_inference_reads_memory_mapped_crops(tmp_path) -> None:

@@ -23,6 +23,7 @@ from clnm_kedro.networks.augment import AUGMENT_DEFAULTS, augment_batch
 from clnm_kedro.networks.data import VIEW_NAMES, fit_validation_indices
 from clnm_kedro.networks.inference import (
     extract_features,
+    features_and_probabilities,
     features_table,
     predict_probabilities,
     predictions_table,
@@ -56,6 +57,7 @@ __all__ = [
     "config_for_kind",
     "default_config",
     "extract_features",
+    "features_and_probabilities",
     "features_table",
     "fit_validation_indices",
     "load_checkpoint",

@@ -116,6 +116,33 @@ def extract_features(
     return features.numpy()
 
 
+def features_and_probabilities(
+    model: nn.Module, crops: np.ndarray, batch_size: int = DEFAULT_INFERENCE_BATCH
+) -> tuple[np.ndarray, np.ndarray]:
+    """Penultimate-layer features and CLNM probability of every patient, in one pass.
+
+    Equal to :func:`extract_features` and :func:`predict_probabilities` (the classifier is
+    applied to the same batch's features), at the cost of one pass through the network instead
+    of two. ``model`` is an :class:`~clnm_kedro.networks.UltrasoundNetwork`.
+
+    Returns
+    -------
+    tuple of np.ndarray
+        ``(N, D)`` float32 features and ``(N,)`` float64 probabilities, row ``i`` for
+        ``crops[i]``.
+    """
+    validate_crops(crops)
+
+    def features_then_logit(x: torch.Tensor) -> torch.Tensor:
+        features = model.features(x)
+        return torch.cat([features, model.head(features)], dim=1)
+
+    outputs = batched_outputs(model, crops, features_then_logit, batch_size)
+    # contiguous: the vectorised sigmoid of a strided column can differ in the last bit
+    logits = outputs[:, -1].contiguous()
+    return outputs[:, :-1].contiguous().numpy(), torch.sigmoid(logits).double().numpy()
+
+
 def features_table(
     features: np.ndarray, patient_ids: pd.Series | list[str], prefix: str = "dl_"
 ) -> pd.DataFrame:

@@ -15,7 +15,7 @@ import pandas as pd
 from torch import nn
 
 from clnm_kedro.networks import (
-    extract_features,
+    features_and_probabilities,
     features_table,
     predict_probabilities,
     predictions_table,
@@ -58,21 +58,31 @@ def _checked(
     return network.to(device).eval(), batch_size
 
 
-def extract_network_features(
+def _probability_table(patient_splits: pd.DataFrame, probabilities: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "patient_id": patient_splits["patient_id"].astype(str).to_numpy(),
+            "probability": probabilities,
+        }
+    )
+
+
+def score_with_network(
     network: nn.Module,
     roi_crops: np.ndarray,
     patient_splits: pd.DataFrame,
     feature_extraction: dict[str, Any],
-) -> pd.DataFrame:
-    """Penultimate-layer features of every patient: ``patient_id, dl_000, dl_001, ...``.
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """DL features (``patient_id, dl_000, ...``) and CLNM probability (``patient_id,
+    probability``) of every patient from one network, in one pass through it.
 
-    One row per patient, in the order of ``patient_splits``.
+    One row per patient in each table, in the order of ``patient_splits``.
     """
     network, batch_size = _checked(network, roi_crops, patient_splits, feature_extraction)
-    features = extract_features(network, roi_crops, batch_size)
+    features, probabilities = features_and_probabilities(network, roi_crops, batch_size)
     table = features_table(features, patient_splits["patient_id"])
     logger.info("%d DL features extracted for each of %d patients.", features.shape[1], len(table))
-    return table
+    return table, _probability_table(patient_splits, probabilities)
 
 
 def predict_network_probabilities(
@@ -83,12 +93,8 @@ def predict_network_probabilities(
 ) -> pd.DataFrame:
     """CLNM probability of every patient from one network: ``patient_id, probability``."""
     network, batch_size = _checked(network, roi_crops, patient_splits, feature_extraction)
-    probabilities = predict_probabilities(network, roi_crops, batch_size)
-    return pd.DataFrame(
-        {
-            "patient_id": patient_splits["patient_id"].astype(str).to_numpy(),
-            "probability": probabilities,
-        }
+    return _probability_table(
+        patient_splits, predict_probabilities(network, roi_crops, batch_size)
     )
 
 

@@ -14,31 +14,37 @@ from kedro.pipeline import Node, Pipeline
 
 from clnm_kedro.pipelines.dl_training.pipeline import NETWORK_MODELS
 from clnm_kedro.pipelines.feature_extraction.nodes import (
-    extract_network_features,
     gather_network_predictions,
     predict_network_probabilities,
+    score_with_network,
 )
 
 
-def network_inference_template() -> Pipeline:
-    """DL features and probabilities of every patient from one trained network."""
+def network_inference_template(with_features: bool = True) -> Pipeline:
+    """DL features and probabilities of every patient from one trained network, in one pass
+    (``with_features=False``: the probabilities only)."""
     inputs = ["network", "roi_crops", "patient_splits", "params:feature_extraction"]
+    if not with_features:
+        return Pipeline(
+            [
+                Node(
+                    predict_network_probabilities,
+                    inputs=inputs,
+                    outputs="probabilities",
+                    name="predict_network_probabilities",
+                    tags="inference",
+                )
+            ]
+        )
     return Pipeline(
         [
             Node(
-                extract_network_features,
+                score_with_network,
                 inputs=inputs,
-                outputs="features",
-                name="extract_network_features",
+                outputs=["features", "probabilities"],
+                name="score_with_network",
                 tags="inference",
-            ),
-            Node(
-                predict_network_probabilities,
-                inputs=inputs,
-                outputs="probabilities",
-                name="predict_network_probabilities",
-                tags="inference",
-            ),
+            )
         ]
     )
 

@@ -183,9 +183,7 @@ def _preprocessing_pipeline() -> Pipeline:
 def _network_pipeline(model: str) -> Pipeline:
     """One network's inference nodes (features only from the dual network, which feeds the
     heads); the same template as ``feature_extraction``."""
-    template = network_inference_template()
-    if model != "dl_dual":
-        template = template.only_nodes("predict_network_probabilities")
+    template = network_inference_template(with_features=model == "dl_dual")
     outputs = {"probabilities": f"{model}_inference_probabilities"}
     if model == "dl_dual":
         outputs["features"] = "inference_dl_dual_features"
