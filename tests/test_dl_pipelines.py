@@ -32,6 +32,7 @@ from clnm_kedro.pipelines.feature_extraction.nodes import (
     gather_network_predictions,
     score_with_network,
 )
+from float_compare import assert_same_numbers
 from kedro_project import make_project_copy, run_pipelines
 
 NETWORKS = ("dl_dual", "dl_longitudinal", "dl_transverse")
@@ -160,11 +161,11 @@ def test_checkpoint_loads_back_to_the_pipeline_outputs(
         network = dataset.load()
         assert isinstance(network, torch.nn.Module) and not network.training
         features = read_table(baseline, f"04_feature/{model}_features.parquet")
-        np.testing.assert_array_equal(
+        assert_same_numbers(
             extract_features(network, crops, BATCH_SIZE), features.iloc[:, 1:]
         )
         expected = predictions.loc[predictions["model"] == model, "probability"].to_numpy()
-        np.testing.assert_array_equal(predict_probabilities(network, crops, BATCH_SIZE), expected)
+        assert_same_numbers(predict_probabilities(network, crops, BATCH_SIZE), expected)
         # The checkpoint keeps the training history the pipeline wrote.
         history = read_table(baseline, f"08_reporting/{model}_training_history.csv")
         stored = checkpoint(baseline, model)["history"]
@@ -214,7 +215,7 @@ def test_mlflow_records_training_and_networks(
     finally:
         mlflow.set_tracking_uri(None)
     network_file = baseline / "data" / "06_models" / "dl_dual_network.pt"
-    np.testing.assert_array_equal(
+    assert_same_numbers(
         predict_probabilities(network, crops),
         predict_probabilities(TorchModelDataset(str(network_file)).load(), crops),
     )

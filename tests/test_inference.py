@@ -42,6 +42,7 @@ from clnm_kedro.scoring import (
     scoring_contract,
 )
 from cohort_factory import FactoryCohort
+from float_compare import assert_same_numbers
 from kedro_project import make_project_copy, run_pipelines
 from sim_fixtures import write_tiny_cohort
 
@@ -203,8 +204,8 @@ def test_external_patients_reproduce_the_evaluation_exactly(
     assert sorted(scored["patient_id"]) == sorted(expected.index)
     rows = scored.set_index("patient_id").loc[expected.index]
     for model in SCORED_MODELS:
-        np.testing.assert_array_equal(rows[f"probability_{model}"], expected[model], model)
-    np.testing.assert_array_equal(rows["probability"], expected["combined"])
+        assert_same_numbers(rows[f"probability_{model}"], expected[model], model)
+    assert_same_numbers(rows["probability"], expected["combined"])
     threshold = json.loads((trained / "data/06_models/risk_thresholds.json").read_text())[
         "combined"
     ]["threshold"]
@@ -243,7 +244,7 @@ def test_a_patient_with_a_missing_or_unreadable_view_is_recorded_and_the_others_
     others = rows.drop(index=[first, second])
     assert len(others) == len(rows) - 2 and others["scored"].all()
     expected = external_predictions(trained).loc[others.index, "combined"]
-    np.testing.assert_array_equal(others["probability"], expected)
+    assert_same_numbers(others["probability"], expected)
     overlays = trained / "data" / "08_reporting" / "inference_gradcam"
     assert sorted(path.stem for path in overlays.glob("*.png")) == sorted(others.index)
 
@@ -267,7 +268,7 @@ def test_packaged_model_returns_what_the_pipeline_writes(
         check_dtype=False,
     )
     for column in ("probability", *(f"probability_{m}" for m in SCORED_MODELS)):
-        np.testing.assert_array_equal(packaged[column], pipeline_results[column])
+        assert_same_numbers(packaged[column], pipeline_results[column])
 
 
 def test_a_cohort_without_a_training_column_is_refused(
