@@ -28,6 +28,7 @@ from clnm_kedro.metrics.delong import (
     delong_ci,
     delong_test,
 )
+from clnm_kedro.metrics.recalibration import LogitCalibration
 from clnm_kedro.metrics.thresholds import classification_metrics, youden_threshold
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "CalibrationFit",
     "DelongTest",
     "HosmerLemeshow",
+    "LogitCalibration",
     "auc_delong",
     "auc_per_row",
     "bootstrap_ci",
