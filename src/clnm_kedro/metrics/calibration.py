@@ -218,13 +218,18 @@ def calibration_intercept_slope(y: npt.ArrayLike, p: npt.ArrayLike) -> Calibrati
     return CalibrationFit(intercept, float(np.asarray(recalibration.params)[1]))
 
 
-def hosmer_lemeshow(y: npt.ArrayLike, p: npt.ArrayLike, n_groups: int = 10) -> HosmerLemeshow:
+def hosmer_lemeshow(
+    y: npt.ArrayLike, p: npt.ArrayLike, n_groups: int = 10, *, dof_reduction: int = 2
+) -> HosmerLemeshow:
     """Hosmer-Lemeshow goodness-of-fit test over quantile groups ("deciles of risk") of ``p``.
 
     ``statistic = sum_g (O_g - E_g)^2 / (E_g * (1 - E_g / n_g))`` with ``O_g`` observed and
     ``E_g = sum(p)`` expected events in group ``g``; compared with a chi-square distribution
-    with ``G - 2`` degrees of freedom, ``G`` the number of (non-empty) groups. This is the
-    same as ``ResourceSelection::hoslem.test``'s sum over events and non-events.
+    with ``G - dof_reduction`` degrees of freedom, ``G`` the number of (non-empty) groups.
+    ``G - 2`` (the default, as ``ResourceSelection::hoslem.test``) is for the data the model
+    was fitted on; on an external set, where nothing was estimated, the reference is ``G``
+    degrees of freedom (``dof_reduction=0``; Hosmer & Lemeshow, Applied Logistic Regression,
+    3rd ed., section 5.5).
 
     Parameters
     ----------
@@ -235,6 +240,8 @@ def hosmer_lemeshow(y: npt.ArrayLike, p: npt.ArrayLike, n_groups: int = 10) -> H
         has zero expected events).
     n_groups
         Number of quantile groups asked for.
+    dof_reduction
+        2 on the development data (default), 0 on an external validation set.
 
     Returns
     -------
@@ -255,5 +262,9 @@ def hosmer_lemeshow(y: npt.ArrayLike, p: npt.ArrayLike, n_groups: int = 10) -> H
     observed = np.bincount(groups, weights=labels)
     expected = np.bincount(groups, weights=clipped)
     statistic = float(np.sum((observed - expected) ** 2 / (expected * (1.0 - expected / n))))
-    dof = n_found - 2
+    if dof_reduction not in (0, 2):
+        raise ValueError(
+            f"dof_reduction must be 2 (development) or 0 (external); got {dof_reduction!r}."
+        )
+    dof = n_found - dof_reduction
     return HosmerLemeshow(statistic, dof, float(stats.chi2.sf(statistic, dof)))

@@ -19,24 +19,27 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import statsmodels.api as sm
+from scipy import special, stats
 
 from clnm_kedro.metrics import (
     auc_per_row,
     bootstrap_ci,
-    brier_score,
-    calibration_intercept_slope,
     classification_metrics,
     delong_ci,
     delong_test,
     hosmer_lemeshow,
     youden_threshold,
 )
+from clnm_kedro.metrics.delong import _delong_covariance
+from clnm_kedro.reporting.calibration_stats import CALIBRATION_KEYS, calibration_with_ci
 from clnm_kedro.reporting.predictions import (
     SPLIT_ORDER,
     model_label,
@@ -91,9 +94,7 @@ METRIC_KEYS: tuple[str, ...] = (
     "fp",
     "tn",
     "fn",
-    "brier",
-    "calibration_intercept",
-    "calibration_slope",
+    *CALIBRATION_KEYS,
     "hosmer_lemeshow_statistic",
     "hosmer_lemeshow_dof",
     "hosmer_lemeshow_p",
@@ -125,7 +126,21 @@ MLFLOW_METRIC_KEYS: tuple[str, ...] = (
     "calibration_slope",
     "hosmer_lemeshow_p",
 )
-DELONG_COLUMNS: tuple[str, ...] = ("split", "model_a", "model_b", "auc_a", "auc_b", "z", "p", "n")
+# difference = auc_a - auc_b with its DeLong (normal) interval, the same variance as the test:
+# the interval excludes 0 exactly when p < 1 - confidence_level.
+DELONG_COLUMNS: tuple[str, ...] = (
+    "split",
+    "model_a",
+    "model_b",
+    "auc_a",
+    "auc_b",
+    "difference",
+    "difference_lower",
+    "difference_upper",
+    "z",
+    "p",
+    "n",
+)
 SUBGROUP_COLUMNS: tuple[str, ...] = (
     "variable",
     "subgroup",
@@ -135,6 +150,8 @@ SUBGROUP_COLUMNS: tuple[str, ...] = (
     "auc",
     "auc_lower",
     "auc_upper",
+    "interaction_p",
+    "caution",
 )
 ORACLE_COLUMNS: tuple[str, ...] = (
     "split",
@@ -196,12 +213,13 @@ class EvaluationSettings:
 
     confidence_level: float = 0.95
     threshold_splits: tuple[str, ...] = ("train_cv", "train")
-    bootstrap: bool = False
+    bootstrap: bool = True
     bootstrap_resamples: int = 2000
     calibration_bins: int = 10
     comparisons: tuple[tuple[str, str], ...] = STUDY_COMPARISONS
-    comparison_splits: tuple[str, ...] = ("train", "external")
-    figure_splits: tuple[str, ...] = ("train", "external")
+    comparison_splits: tuple[str, ...] = ("train_cv", "external")
+    figure_splits: tuple[str, ...] = ("train_cv", "external")
+    net_benefit_thresholds: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5)
     decision_thresholds: tuple[float, ...] = field(
         default_factory=lambda: tuple(round(0.01 * i, 2) for i in range(1, 100))
     )
@@ -210,6 +228,10 @@ class EvaluationSettings:
     tumor_size_cutoff_mm: float = 5.0
     gradcam_patients: int = 6
     gradcam_split: str = "external"
+    subgroup_min_events: int = 20
+    min_external_events: int = 100
+    anticipated_r2_cs: float | None = None
+    report_template: str | None = None
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any] | None) -> EvaluationSettings:
@@ -250,6 +272,44 @@ class EvaluationSettings:
             raise ValueError(
                 f"evaluation.gradcam.split must be 'train' or 'external'; got {gradcam_split!r}."
             )
+        known = {
+            "confidence_level", "threshold_splits", "bootstrap", "calibration_bins",
+            "extra_comparisons", "comparison_splits", "figure_splits", "decision_curve",
+            "net_benefit_thresholds", "subgroups", "gradcam", "sample_size", "report_template",
+        }  # fmt: skip
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise ValueError(
+                f"Unknown evaluation setting(s) {unknown}; known: {sorted(known)}."
+            )
+        net_cuts = params.get("net_benefit_thresholds", defaults.net_benefit_thresholds)
+        if isinstance(net_cuts, str) or not isinstance(net_cuts, Sequence) or not net_cuts:
+            raise ValueError(
+                "evaluation.net_benefit_thresholds must be a non-empty list of threshold "
+                f"probabilities; got {net_cuts!r}."
+            )
+        net_cuts = tuple(_number(v, "net_benefit_thresholds") for v in net_cuts)
+        if not all(0.0 < v < 1.0 for v in net_cuts):
+            raise ValueError(
+                f"evaluation.net_benefit_thresholds must lie in (0, 1); got {list(net_cuts)}."
+            )
+        sample = dict(params.get("sample_size") or {})
+        unknown_sample = sorted(set(sample) - {"anticipated_r2_cs", "min_external_events"})
+        if unknown_sample:
+            raise ValueError(f"Unknown evaluation.sample_size setting(s) {unknown_sample}.")
+        r2 = sample.get("anticipated_r2_cs")
+        if r2 is not None:
+            r2 = _number(r2, "sample_size.anticipated_r2_cs")
+            if not 0.0 < r2 < 1.0:
+                raise ValueError(
+                    f"evaluation.sample_size.anticipated_r2_cs must be in (0, 1); got {r2!r}."
+                )
+        template = params.get("report_template")
+        if template is not None and (not isinstance(template, str) or not template.strip()):
+            raise ValueError(
+                "evaluation.report_template must be null (the packaged template) or the path "
+                f"of a Jinja2 template; got {template!r}."
+            )
         extra = _pairs(params.get("extra_comparisons"), "extra_comparisons")
         comparisons = tuple(dict.fromkeys((*STUDY_COMPARISONS, *extra)))
         return cls(
@@ -283,6 +343,16 @@ class EvaluationSettings:
                 gradcam.get("n_patients", defaults.gradcam_patients), "gradcam.n_patients"
             ),
             gradcam_split=gradcam_split,
+            net_benefit_thresholds=net_cuts,
+            subgroup_min_events=_positive_int(
+                subgroups.get("min_events", defaults.subgroup_min_events), "subgroups.min_events"
+            ),
+            min_external_events=_positive_int(
+                sample.get("min_external_events", defaults.min_external_events),
+                "sample_size.min_external_events",
+            ),
+            anticipated_r2_cs=r2,
+            report_template=template,
         )
 
 
@@ -369,8 +439,12 @@ def split_metrics(
     seed: int,
     *,
     context: str = "",
+    external: bool = False,
 ) -> dict[str, float | int]:
     """Every metric of :data:`METRIC_KEYS` for one model on one split.
+
+    ``external``: the split is the external set (Hosmer-Lemeshow with ``G`` degrees of
+    freedom instead of ``G - 2``).
 
     Parameters
     ----------
@@ -408,21 +482,17 @@ def split_metrics(
             {name: NAN for name in ("sensitivity", "specificity", "accuracy", "ppv", "npv")}
         )
         result.update({"tp": NAN, "fp": NAN, "tn": NAN, "fn": NAN})
-    result["brier"] = brier_score(y, p)
-
-    result["calibration_intercept"] = result["calibration_slope"] = NAN
-    if _both_classes(y):
-        try:
-            fit = calibration_intercept_slope(y, p)
-            result["calibration_intercept"], result["calibration_slope"] = fit
-        except RuntimeError as error:
-            logger.warning(
-                "%s: calibration intercept and slope not estimable (%s).", context, error
-            )
+    result.update(calibration_with_ci(y, p, settings.confidence_level))
     result["hosmer_lemeshow_statistic"] = result["hosmer_lemeshow_p"] = NAN
     result["hosmer_lemeshow_dof"] = NAN
     try:
-        hl = hosmer_lemeshow(y, p, min(settings.calibration_bins, y.size))
+        # G - 2 degrees of freedom where the model was fitted, G on the external set.
+        hl = hosmer_lemeshow(
+            y,
+            p,
+            min(settings.calibration_bins, y.size),
+            dof_reduction=0 if external else 2,
+        )
         result["hosmer_lemeshow_statistic"] = hl.statistic
         result["hosmer_lemeshow_dof"] = hl.dof
         result["hosmer_lemeshow_p"] = hl.p_value
@@ -498,6 +568,7 @@ def evaluate_predictions(
                 settings,
                 seed,
                 context=f"{model_label(model)}, {split_label(split).lower()}",
+                external=split == "external",
             )
         models[model] = {"threshold": threshold, "threshold_split": chosen_on, "splits": splits}
         if "external" in splits:
@@ -531,12 +602,32 @@ def evaluate_predictions(
 # --- Paired DeLong tests ------------------------------------------------------------------------
 
 
+def auc_difference_ci(
+    y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, level: float = 0.95
+) -> tuple[float, float, float]:
+    """``AUC(a) - AUC(b)`` with its normal interval from DeLong's paired covariance.
+
+    The variance is the paired DeLong test's (:func:`clnm_kedro.metrics.delong_test`), so the
+    interval excludes 0 exactly when the test's two-sided p is below ``1 - level``.
+    """
+    auc, covariance = _delong_covariance(
+        np.asarray(y, dtype=np.int64), np.vstack([p_a, p_b]).astype(np.float64)
+    )
+    difference = float(auc[0] - auc[1])
+    variance = float(covariance[0, 0] + covariance[1, 1] - 2.0 * covariance[0, 1])
+    half = float(stats.norm.ppf(0.5 + level / 2.0)) * math.sqrt(max(variance, 0.0))
+    return difference, difference - half, difference + half
+
+
 def delong_comparisons(
     predictions: pd.DataFrame,
     comparisons: Iterable[tuple[str, str]],
     splits: Iterable[str],
+    level: float = 0.95,
 ) -> pd.DataFrame:
     """Paired DeLong tests of the configured model pairs on each split.
+
+    Each row also has the AUC difference with its interval at ``level``.
 
     Pairs with a model absent from a split are skipped with a log line; pairs that cannot be
     tested (too few events) get NaN ``z`` and ``p``.
@@ -561,9 +652,11 @@ def delong_comparisons(
                 )
                 continue
             y, p_a, p_b = paired_scores(predictions, split, model_a, model_b)
+            difference = lower = upper = NAN
             if _both_classes(y, minimum=2):
                 test = delong_test(y, p_a, p_b)
                 auc_a, auc_b, z, p = test.auc_a, test.auc_b, test.z, test.p
+                difference, lower, upper = auc_difference_ci(y, p_a, p_b, level)
             else:
                 logger.warning(
                     "DeLong test %s vs %s on the %s not estimable: too few patients with or "
@@ -580,6 +673,9 @@ def delong_comparisons(
                     "model_b": model_b,
                     "auc_a": auc_a,
                     "auc_b": auc_b,
+                    "difference": difference,
+                    "difference_lower": lower,
+                    "difference_upper": upper,
                     "z": z,
                     "p": p,
                     "n": int(y.size),
@@ -622,6 +718,33 @@ def _subgroup_masks(
     return [(variable, name, mask.fillna(False).astype(bool)) for variable, name, mask in masks]
 
 
+def interaction_test(y: np.ndarray, p: np.ndarray, group: np.ndarray) -> float:
+    """p-value of the likelihood-ratio test of a score x subgroup interaction.
+
+    Compares ``logit P(y=1) = a + b logit(p) + c g + d logit(p) g`` with the model without
+    ``d`` (``g`` 0/1): a small p means the model's score relates to the outcome differently
+    in the two subgroups. NaN when either fit is not estimable.
+    """
+    score = special.logit(np.clip(np.asarray(p, dtype=np.float64), 1e-15, 1 - 1e-15))
+    g = np.asarray(group, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if y.size < 10 or y.min() == y.max() or g.min() == g.max():
+        return NAN
+    reduced = np.column_stack([np.ones_like(score), score, g])
+    full = np.column_stack([reduced, score * g])
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            small = sm.GLM(y, reduced, family=sm.families.Binomial()).fit()
+            large = sm.GLM(y, full, family=sm.families.Binomial()).fit()
+    except (np.linalg.LinAlgError, ValueError):
+        return NAN
+    statistic = 2.0 * (large.llf - small.llf)
+    if not math.isfinite(statistic):
+        return NAN
+    return float(stats.chi2.sf(max(statistic, 0.0), 1))
+
+
 def subgroup_auc(
     predictions: pd.DataFrame,
     cohort_table: pd.DataFrame,
@@ -659,9 +782,17 @@ def subgroup_auc(
             )
             scored = scored.drop(index=unknown)
         matched = cohort.loc[scored.index]
-        for variable, name, mask in _subgroup_masks(
-            matched, settings.age_cutoff_years, settings.tumor_size_cutoff_mm
-        ):
+        masks = _subgroup_masks(matched, settings.age_cutoff_years, settings.tumor_size_cutoff_mm)
+        interactions: dict[str, float] = {}
+        for variable in dict.fromkeys(v for v, _, _ in masks if v != "all"):
+            pair = [mask for v, _, mask in masks if v == variable]
+            known = (pair[0] | pair[1]).to_numpy()
+            interactions[variable] = interaction_test(
+                scored["clnm"].to_numpy()[known],
+                scored["probability"].to_numpy()[known],
+                pair[0].to_numpy()[known].astype(np.float64),
+            )
+        for variable, name, mask in masks:
             chosen = scored[mask.to_numpy()]
             y = chosen["clnm"].to_numpy(dtype=np.int64)
             p = chosen["probability"].to_numpy(dtype=np.float64)
@@ -676,6 +807,8 @@ def subgroup_auc(
                     "auc": auc,
                     "auc_lower": lower,
                     "auc_upper": upper,
+                    "interaction_p": interactions.get(variable, NAN),
+                    "caution": int(y.sum()) < settings.subgroup_min_events,
                 }
             )
     return pd.DataFrame(rows, columns=list(SUBGROUP_COLUMNS))

@@ -2,8 +2,8 @@
 
 Every model pipeline writes rows ``patient_id, center, split, model, clnm, probability``
 (DESIGN.md output contract); ``split`` is ``train`` (model fitted on all training data, scored
-on it), ``train_cv`` (out-of-fold) or ``external``. This module joins them into one table and
-refuses tables that would make the evaluation wrong (a clear message names the model and the
+on it: the apparent, resubstitution performance), ``train_cv`` (out-of-fold) or ``external``.
+This module joins them into one table and refuses tables that would make the evaluation wrong (a clear message names the model and the
 patients).
 """
 
@@ -25,6 +25,7 @@ __all__ = [
     "model_label",
     "models_in",
     "paired_scores",
+    "shown_split",
     "split_label",
     "split_rows",
 ]
@@ -41,8 +42,8 @@ PREDICTION_COLUMNS: tuple[str, ...] = (
 )
 SPLIT_ORDER: tuple[str, ...] = ("train", "train_cv", "external")
 SPLIT_LABELS: dict[str, str] = {
-    "train": "Training set",
-    "train_cv": "Training set (out-of-fold)",
+    "train": "Training centres (apparent)",
+    "train_cv": "Training centres (out-of-fold)",
     "external": "External test set",
 }
 MODEL_ORDER: tuple[str, ...] = (
@@ -262,6 +263,18 @@ def split_rows(predictions: pd.DataFrame, model: str, split: str) -> pd.DataFram
     """Rows of one model in one split (may be empty)."""
     mask = (predictions["model"] == model) & (predictions["split"] == split)
     return predictions.loc[mask]
+
+
+def shown_split(predictions: pd.DataFrame, model: str, split: str) -> str:
+    """The split whose rows stand for ``split`` of ``model`` in tables and figures.
+
+    The training centres are shown by their out-of-fold (``train_cv``) predictions; a model
+    without them (only a resubstitution fit) falls back to its ``train`` rows, which every
+    table and figure then labels "apparent". Other splits are themselves.
+    """
+    if split == "train_cv" and split_rows(predictions, model, "train_cv").empty:
+        return "train"
+    return split
 
 
 def paired_scores(

@@ -17,11 +17,18 @@ from clnm_kedro.reporting.predictions import MODEL_ORDER, model_label, split_lab
 
 __all__ = [
     "MISSING",
+    "calibration_table",
+    "classifier_comparison_table",
     "delong_table",
     "format_auc",
+    "format_ci",
     "format_number",
     "format_p",
+    "interaction_table",
+    "net_benefit_table",
+    "odds_ratio_display",
     "oracle_table",
+    "sample_size_table",
     "study_table",
     "subgroup_table",
     "thresholds_table",
@@ -84,60 +91,86 @@ def _models(metrics: Mapping[str, Any]) -> list[str]:
     )
 
 
+def _training_split(entry: Mapping[str, Any], split: str) -> str | None:
+    """The split shown for ``split``: out-of-fold training rows, else apparent ones."""
+    splits = entry.get("splits", {})
+    if split in splits:
+        return split
+    if split == "train_cv" and "train" in splits:
+        return "train"
+    return None
+
+
+def format_ci(value: Any, lower: Any, upper: Any, digits: int = 3) -> str:
+    """``0.742 (0.690–0.790)``; the point alone without bounds, an em dash without it."""
+    return format_auc(value, lower, upper, digits)
+
+
 def study_table(
     metrics: Mapping[str, Any],
     delong_tests: pd.DataFrame,
-    splits: Sequence[str] = ("train", "external"),
+    splits: Sequence[str] = ("train_cv", "external"),
 ) -> pd.DataFrame:
-    """The study's table: every model × data set, AUC (CI) and the rates at the cut-off.
+    """The study's table: every model x data set, AUC (CI) and the rates (CI) at the cut-off.
 
     Parameters
     ----------
     metrics
         Content of ``metrics.json``.
     delong_tests
-        The DeLong tests; each model's row lists its comparisons' p-values on that set.
+        The DeLong tests; each model's row lists its comparisons' p-values on that set. Tests
+        on apparent (``train``) predictions are never shown: both fits have seen the patients.
     splits
-        Data sets shown, in order.
+        Data sets shown, in order. ``train_cv`` (the training centres, out-of-fold) falls back
+        to the apparent ``train`` rows for a model without out-of-fold predictions, labelled
+        "apparent".
 
     Returns
     -------
     pandas.DataFrame
         ``Model, Data set, Patients (CLNM), AUC (95% CI), Sensitivity, Specificity, Accuracy,
-        PPV, NPV, Cut-off, DeLong p``.
+        PPV, NPV, Cut-off, DeLong p``; the rates carry their bootstrap intervals when the
+        bootstrap was on.
     """
     auc_column = f"AUC ({_percent(metrics.get('confidence_level'))} CI)"
     rows: list[dict[str, str]] = []
     for model in _models(metrics):
         entry = metrics["models"][model]
-        for split in splits:
-            values = entry.get("splits", {}).get(split)
-            if values is None:
+        for wanted in splits:
+            split = _training_split(entry, wanted)
+            if split is None:
                 continue
-            tests = delong_tests[
-                (delong_tests["split"] == split) & (delong_tests["model_a"] == model)
-            ]
-            comparisons = "; ".join(
-                f"vs {model_label(other)}: {format_p(p)}"
-                for other, p in zip(tests["model_b"], tests["p"], strict=True)
-            )
-            rows.append(
-                {
-                    "Model": model_label(model),
-                    "Data set": split_label(split),
-                    "Patients (CLNM)": _count(values.get("n"), values.get("events")),
-                    auc_column: format_auc(
-                        values.get("auc"), values.get("auc_lower"), values.get("auc_upper")
-                    ),
-                    "Sensitivity": format_number(values.get("sensitivity")),
-                    "Specificity": format_number(values.get("specificity")),
-                    "Accuracy": format_number(values.get("accuracy")),
-                    "PPV": format_number(values.get("ppv")),
-                    "NPV": format_number(values.get("npv")),
-                    "Cut-off": format_number(values.get("threshold")),
-                    "DeLong p": comparisons or MISSING,
-                }
-            )
+            values = entry["splits"][split]
+            comparisons = MISSING
+            if split != "train" and not delong_tests.empty:
+                tests = delong_tests[
+                    (delong_tests["split"] == split) & (delong_tests["model_a"] == model)
+                ]
+                comparisons = (
+                    "; ".join(
+                        f"vs {model_label(other)}: {format_p(p)}"
+                        for other, p in zip(tests["model_b"], tests["p"], strict=True)
+                    )
+                    or MISSING
+                )
+            row = {
+                "Model": model_label(model),
+                "Data set": split_label(split),
+                "Patients (CLNM)": _count(values.get("n"), values.get("events")),
+                auc_column: format_auc(
+                    values.get("auc"), values.get("auc_lower"), values.get("auc_upper")
+                ),
+            }
+            for name in ("sensitivity", "specificity", "accuracy", "ppv", "npv"):
+                label = name.upper() if name in ("ppv", "npv") else name.capitalize()
+                row[label] = format_ci(
+                    values.get(name),
+                    values.get(f"{name}_boot_lower"),
+                    values.get(f"{name}_boot_upper"),
+                )
+            row["Cut-off"] = format_number(values.get("threshold"))
+            row["DeLong p"] = comparisons
+            rows.append(row)
     columns = [
         "Model",
         "Data set",
@@ -152,6 +185,60 @@ def study_table(
         "DeLong p",
     ]
     return pd.DataFrame(rows, columns=columns)
+
+
+def calibration_table(
+    metrics: Mapping[str, Any], splits: Sequence[str] = ("train_cv", "external")
+) -> pd.DataFrame:
+    """Calibration per model and data set, each value with its interval; Hosmer-Lemeshow last.
+
+    Hosmer-Lemeshow is secondary (its grouping is arbitrary and its power depends on the
+    sample size); its degrees of freedom are G - 2 on training data and G on the external set.
+    """
+    rows: list[dict[str, str]] = []
+    for model in _models(metrics):
+        entry = metrics["models"][model]
+        for wanted in splits:
+            split = _training_split(entry, wanted)
+            if split is None:
+                continue
+            v = entry["splits"][split]
+            dof = _value(v.get("hosmer_lemeshow_dof"))
+            rows.append(
+                {
+                    "Model": model_label(model),
+                    "Data set": split_label(split),
+                    "Patients (CLNM)": _count(v.get("n"), v.get("events")),
+                    "Brier": format_ci(v.get("brier"), v.get("brier_lower"), v.get("brier_upper")),
+                    "Scaled Brier": format_ci(
+                        v.get("scaled_brier"),
+                        v.get("scaled_brier_lower"),
+                        v.get("scaled_brier_upper"),
+                    ),
+                    "Calibration-in-the-large (ideal 0)": format_ci(
+                        v.get("calibration_intercept"),
+                        v.get("calibration_intercept_lower"),
+                        v.get("calibration_intercept_upper"),
+                    ),
+                    "Slope (ideal 1)": format_ci(
+                        v.get("calibration_slope"),
+                        v.get("calibration_slope_lower"),
+                        v.get("calibration_slope_upper"),
+                    ),
+                    "O/E (ideal 1)": format_ci(
+                        v.get("observed_expected"),
+                        v.get("observed_expected_lower"),
+                        v.get("observed_expected_upper"),
+                    ),
+                    "Hosmer-Lemeshow (secondary)": (
+                        f"χ² {format_number(v.get('hosmer_lemeshow_statistic'), 2)}, "
+                        f"{int(dof)} df, p {format_p(v.get('hosmer_lemeshow_p'))}"
+                        if math.isfinite(dof)
+                        else MISSING
+                    ),
+                }
+            )
+    return pd.DataFrame(rows)
 
 
 def thresholds_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
@@ -171,28 +258,76 @@ def thresholds_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["Model", "Model id", "Cut-off", "Chosen on"])
 
 
-def delong_table(delong_tests: pd.DataFrame) -> pd.DataFrame:
-    """Paired DeLong tests, readable."""
-    rows = [
-        {
-            "Data set": split_label(row.split),
-            "Comparison": f"{model_label(row.model_a)} vs {model_label(row.model_b)}",
-            "AUC (first)": format_number(row.auc_a),
-            "AUC (second)": format_number(row.auc_b),
-            "z": format_number(row.z, 2),
-            "p": format_p(row.p),
-            "Patients": str(int(row.n)) if math.isfinite(_value(row.n)) else MISSING,
+_DELONG_KNOWN = (
+    "split",
+    "model_a",
+    "model_b",
+    "auc_a",
+    "auc_b",
+    "difference",
+    "difference_lower",
+    "difference_upper",
+    "z",
+    "p",
+    "n",
+)
+
+
+def _extra_cell(value: Any) -> str:
+    number = _value(value)
+    if isinstance(value, bool | str) or not math.isfinite(number):
+        return MISSING if value is None or (isinstance(value, float) and math.isnan(value)) else (
+            str(value)
+        )
+    return str(int(number)) if float(number).is_integer() else f"{number:.3g}"
+
+
+def delong_table(delong_tests: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+    """Paired DeLong tests, readable: both AUCs, the difference with its CI, z and p.
+
+    Any further column of the tests table (e.g. a power analysis) is shown after these, under
+    its own name.
+    """
+    extra = [c for c in delong_tests.columns if c not in _DELONG_KNOWN]
+    rows = []
+    for record in delong_tests.to_dict("records"):
+        row = {
+            "Data set": split_label(record["split"]),
+            "Comparison": f"{model_label(record['model_a'])} vs {model_label(record['model_b'])}",
+            "AUC (first)": format_number(record.get("auc_a")),
+            "AUC (second)": format_number(record.get("auc_b")),
+            f"Difference ({_percent(level)} CI)": format_ci(
+                record.get("difference"),
+                record.get("difference_lower"),
+                record.get("difference_upper"),
+            ),
+            "z": format_number(record.get("z"), 2),
+            "p": format_p(record.get("p")),
+            "Patients": (
+                str(int(record["n"])) if math.isfinite(_value(record.get("n"))) else MISSING
+            ),
         }
-        for row in delong_tests.itertuples(index=False)
+        for column in extra:
+            row[column.replace("_", " ")] = _extra_cell(record[column])
+        rows.append(row)
+    columns = [
+        "Data set",
+        "Comparison",
+        "AUC (first)",
+        "AUC (second)",
+        f"Difference ({_percent(level)} CI)",
+        "z",
+        "p",
+        "Patients",
+        *(c.replace("_", " ") for c in extra),
     ]
-    return pd.DataFrame(
-        rows,
-        columns=["Data set", "Comparison", "AUC (first)", "AUC (second)", "z", "p", "Patients"],
-    )
+    return pd.DataFrame(rows, columns=columns)
 
 
-def subgroup_table(subgroups: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
-    """Subgroup AUCs, one row per subgroup and one column per model."""
+def subgroup_table(
+    subgroups: pd.DataFrame, level: float = 0.95, min_events: int = 20
+) -> pd.DataFrame:
+    """Subgroup AUCs, one row per subgroup and one column per model, with a caution column."""
     if subgroups.empty:
         return pd.DataFrame(columns=["Subgroup", "Patients (CLNM)"])
     models = sorted(
@@ -210,7 +345,127 @@ def subgroup_table(subgroups: pd.DataFrame, level: float = 0.95) -> pd.DataFrame
                 if len(match)
                 else MISSING
             )
+        events = _value(first["events"])
+        row["Caution"] = (
+            f"fewer than {min_events} events: interpret with care"
+            if math.isfinite(events) and events < min_events
+            else ""
+        )
         rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def interaction_table(subgroups: pd.DataFrame) -> pd.DataFrame:
+    """p of the score x subgroup likelihood-ratio test, one row per variable, one column per
+    model."""
+    if subgroups.empty or "interaction_p" not in subgroups.columns:
+        return pd.DataFrame(columns=["Variable"])
+    tested = subgroups[subgroups["variable"] != "all"]
+    models = sorted(
+        tested["model"].unique(),
+        key=lambda m: (MODEL_ORDER.index(m) if m in MODEL_ORDER else len(MODEL_ORDER), m),
+    )
+    rows = []
+    for variable, group in tested.groupby("variable", sort=False):
+        row = {"Variable": str(variable).replace("_", " ")}
+        for model in models:
+            match = group[group["model"] == model]
+            row[model_label(model)] = (
+                format_p(match["interaction_p"].iloc[0]) if len(match) else MISSING
+            )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def net_benefit_table(net_benefit: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+    """Net benefit and its difference from treat-all (with intervals) per model, set and
+    threshold."""
+    if net_benefit.empty:
+        return pd.DataFrame()
+    rows = [
+        {
+            "Model": model_label(r["model"]),
+            "Data set": split_label(r["split"]),
+            "Threshold": f"{r['threshold']:.2f}",
+            f"Net benefit ({_percent(level)} CI)": format_ci(
+                r["net_benefit"], r["net_benefit_lower"], r["net_benefit_upper"]
+            ),
+            "Treat all": format_number(r["net_benefit_treat_all"]),
+            f"Δ vs treat all ({_percent(level)} CI)": format_ci(
+                r["delta_treat_all"], r["delta_lower"], r["delta_upper"]
+            ),
+        }
+        for r in net_benefit.to_dict("records")
+    ]
+    return pd.DataFrame(rows)
+
+
+def odds_ratio_display(odds: pd.DataFrame) -> pd.DataFrame:
+    """Odds ratios (95% CI) and p, univariable and multivariable, one row per term."""
+    rows = []
+    for r in odds.to_dict("records"):
+        term = str(r["term"])
+        if r["reference"]:
+            term = f"{term} (vs {r['reference']})"
+        rows.append(
+            {
+                "Indicator": term,
+                "Univariable OR (95% CI)": format_ci(
+                    r["uni_or"], r["uni_lower"], r["uni_upper"], 2
+                ),
+                "p (uni)": format_p(r["uni_p"]),
+                "Patients (CLNM)": _count(r["uni_n"], r["uni_events"]),
+                "Multivariable OR (95% CI)": format_ci(
+                    r["multi_or"], r["multi_lower"], r["multi_upper"], 2
+                ),
+                "p (multi)": format_p(r["multi_p"]),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def classifier_comparison_table(comparisons: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """Every classifier family's cross-validated and external AUC, per head model."""
+    frames = [frame for frame in comparisons if frame is not None and not frame.empty]
+    if not frames:
+        return pd.DataFrame()
+    rows = []
+    for r in pd.concat(frames, ignore_index=True).to_dict("records"):
+        rows.append(
+            {
+                "Model": model_label(str(r.get("model"))),
+                "Family": str(r.get("family")),
+                "Selected": "yes" if bool(r.get("selected")) else "",
+                "CV AUC (training centres)": format_number(r.get("cv_auc")),
+                "Apparent AUC": format_number(r.get("train_auc")),
+                "External AUC": format_number(r.get("external_auc")),
+                "Trials": MISSING if r.get("n_trials") is None else str(r.get("n_trials")),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def sample_size_table(sample_size: Mapping[str, Any]) -> pd.DataFrame:
+    """Riley's criteria per model beside the development cohort."""
+    rows = []
+    for model, v in (sample_size.get("models") or {}).items():
+        rows.append(
+            {
+                "Model": model_label(model),
+                "Candidate parameters": str(v.get("parameters")),
+                "Anticipated R²cs": (
+                    f"{format_number(v.get('r2_cs'))} ({v.get('r2_cs_source', '')})"
+                ),
+                "Criterion 1 (shrinkage ≥ 0.9)": str(v.get("criterion_1", MISSING)),
+                "Criterion 2 (optimism ≤ 0.05)": str(v.get("criterion_2", MISSING)),
+                "Criterion 3 (intercept ± 0.05)": str(v.get("criterion_3", MISSING)),
+                "Minimum (events)": f"{v.get('minimum', MISSING)} ({v.get('events', MISSING)})",
+                "Development cohort (events)": _count(
+                    sample_size.get("development_n"), sample_size.get("development_events")
+                ),
+                "Met": "yes" if v.get("met") else "no",
+            }
+        )
     return pd.DataFrame(rows)
 
 
