@@ -20,7 +20,9 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-__all__ = ["NET_BENEFIT_COLUMNS", "net_benefit_with_ci"]
+from clnm_kedro.reporting.predictions import models_in, shown_split, split_rows
+
+__all__ = ["NET_BENEFIT_COLUMNS", "net_benefit_by_model", "net_benefit_with_ci"]
 
 NET_BENEFIT_COLUMNS: tuple[str, ...] = (
     "threshold",
@@ -120,3 +122,44 @@ def net_benefit_with_ci(
     # Treat-all is fixed under stratified resampling, so delta's interval is a shift.
     table["delta_lower"], table["delta_upper"] = low - treat_all, high - treat_all
     return table
+
+
+def net_benefit_by_model(
+    predictions: pd.DataFrame,
+    panels: Sequence[str],
+    thresholds: Sequence[float],
+    *,
+    seed: int,
+    n_boot: int,
+    level: float,
+) -> pd.DataFrame:
+    """:func:`net_benefit_with_ci` of every model on each data set of ``panels``.
+
+    A ``train_cv`` panel uses a model's out-of-fold predictions, or its apparent ones where it
+    has none (``split`` says which). Models with one outcome class in a set are left out.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``panel, model, split`` and :data:`NET_BENEFIT_COLUMNS`.
+    """
+    parts = []
+    for panel in panels:
+        wanted = set(models_in(predictions, panel))
+        if panel == "train_cv":
+            wanted |= set(models_in(predictions, "train"))
+        for model in [m for m in models_in(predictions) if m in wanted]:
+            split = shown_split(predictions, model, panel)
+            rows = split_rows(predictions, model, split)
+            y = rows["clnm"].to_numpy(dtype=np.int64)
+            if y.size == 0 or y.min() == y.max():
+                continue
+            table = net_benefit_with_ci(
+                y, rows["probability"].to_numpy(), thresholds, seed=seed, n_boot=n_boot,
+                level=level,
+            )  # fmt: skip
+            parts.append(table.assign(panel=panel, model=model, split=split))
+    columns = ["panel", "model", "split", *NET_BENEFIT_COLUMNS]
+    if not parts:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(parts, ignore_index=True)[columns]

@@ -18,12 +18,14 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
-from clnm_kedro.metrics import net_benefit, reliability_curve
+from clnm_kedro.metrics import net_benefit
+from clnm_kedro.reporting.calibration_stats import smoothed_calibration
 from clnm_kedro.reporting.model_metrics import auc_with_ci
 from clnm_kedro.reporting.predictions import (
     MODEL_ORDER,
     model_label,
     models_in,
+    shown_split,
     split_label,
     split_rows,
 )
@@ -34,6 +36,7 @@ __all__ = [
     "plot_calibration_curves",
     "plot_decision_curves",
     "plot_gradcam_panel",
+    "plot_net_benefit_difference",
     "plot_oracle_comparison",
     "plot_roc_curves",
     "plot_training_overview",
@@ -61,6 +64,31 @@ def _empty_panel(axes: Axes, text: str) -> None:
     axes.set_yticks([])
 
 
+def _panel_models(predictions: pd.DataFrame, split: str) -> list[tuple[str, pd.DataFrame, str]]:
+    """``(model, rows, label)`` of every model drawn in a panel of ``split``.
+
+    A ``train_cv`` panel shows each model's out-of-fold predictions, or its apparent ones
+    (labelled so) where it has none.
+    """
+    wanted = set(models_in(predictions, split))
+    if split == "train_cv":
+        wanted |= set(models_in(predictions, "train"))
+    drawn = []
+    for model in models_in(predictions):
+        if model not in wanted:
+            continue
+        used = shown_split(predictions, model, split)
+        label = model_label(model) + (" (apparent)" if used != split else "")
+        drawn.append((model, split_rows(predictions, model, used), label))
+    return drawn
+
+
+def _panel_title(split: str) -> str:
+    if split == "train_cv":
+        return "Training centres (out-of-fold)"
+    return split_label(split)
+
+
 def _split_axes(splits: Sequence[str], height: float = _PANEL) -> tuple[Figure, list[Axes]]:
     figure = Figure(figsize=(_PANEL * len(splits) + 0.6, height), layout="constrained")
     axes = figure.subplots(1, len(splits), squeeze=False)[0]
@@ -77,17 +105,14 @@ def plot_roc_curves(
     for axes, split in zip(panels, splits, strict=True):
         axes.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
         drawn = 0
-        for model in models_in(predictions, split):
-            rows = split_rows(predictions, model, split)
+        for model, rows, label in _panel_models(predictions, split):
             y = rows["clnm"].to_numpy(dtype=np.int64)
             p = rows["probability"].to_numpy(dtype=np.float64)
             if y.min() == y.max():
                 continue
             fpr, tpr, _ = roc_curve(y, p)
             auc = format_auc(*auc_with_ci(y, p, level))
-            axes.plot(
-                fpr, tpr, lw=1.6, color=model_colour(model), label=f"{model_label(model)}: {auc}"
-            )
+            axes.plot(fpr, tpr, lw=1.6, color=model_colour(model), label=f"{label}: {auc}")
             drawn += 1
         axes.set(
             xlim=(-0.01, 1.01),
@@ -95,7 +120,7 @@ def plot_roc_curves(
             aspect="equal",
             xlabel="1 - specificity",
             ylabel="sensitivity",
-            title=split_label(split),
+            title=_panel_title(split),
         )
         if drawn:
             axes.legend(
@@ -111,39 +136,82 @@ def plot_roc_curves(
 
 
 def plot_calibration_curves(
-    predictions: pd.DataFrame, splits: Sequence[str] = ("train", "external"), n_bins: int = 10
+    predictions: pd.DataFrame,
+    splits: Sequence[str] = ("train_cv", "external"),
+    level: float = 0.95,
 ) -> Figure:
-    """Observed CLNM rate against mean predicted risk in quantile bins, per model."""
-    figure, panels = _split_axes(splits)
-    for axes, split in zip(panels, splits, strict=True):
+    """Smoothed calibration curves with confidence bands, the predictions' spread beneath.
+
+    Per data set: each model's flexible calibration curve (logistic regression on a restricted
+    cubic spline of the logit, see :func:`~clnm_kedro.reporting.calibration_stats.
+    smoothed_calibration`) with its pointwise band, and below it a histogram of the predicted
+    risks of each model.
+    """
+    figure = Figure(figsize=(_PANEL * len(splits) + 0.6, _PANEL * 1.3), layout="constrained")
+    grid = figure.add_gridspec(2, len(splits), height_ratios=(4, 1))
+    for column, split in enumerate(splits):
+        axes = figure.add_subplot(grid[0, column])
+        spread = figure.add_subplot(grid[1, column], sharex=axes)
         axes.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":", label="perfect calibration")
-        models = models_in(predictions, split)
-        for model in models:
-            rows = split_rows(predictions, model, split)
-            curve = reliability_curve(
-                rows["clnm"].to_numpy(), rows["probability"].to_numpy(), min(n_bins, len(rows))
-            )
-            axes.plot(
-                curve["mean_predicted"],
-                curve["observed_rate"],
-                marker="o",
-                ms=3.5,
-                lw=1.3,
-                color=model_colour(model),
-                label=model_label(model),
-            )
+        panel = _panel_models(predictions, split)
+        bins = np.linspace(0.0, 1.0, 41)
+        for model, rows, label in panel:
+            y = rows["clnm"].to_numpy(dtype=np.int64)
+            p = rows["probability"].to_numpy(dtype=np.float64)
+            colour = model_colour(model)
+            curve = smoothed_calibration(y, p, level)
+            if not curve.empty:
+                axes.fill_between(
+                    curve["predicted"], curve["lower"], curve["upper"], color=colour, alpha=0.12
+                )
+                axes.plot(curve["predicted"], curve["observed"], lw=1.5, color=colour, label=label)
+            spread.hist(p, bins=bins, histtype="step", color=colour, lw=1.0)
         axes.set(
             xlim=(-0.01, 1.01),
             ylim=(-0.01, 1.01),
-            aspect="equal",
-            xlabel="mean predicted risk",
-            ylabel="observed CLNM rate",
-            title=f"{split_label(split)} ({n_bins} risk groups)",
+            ylabel="observed CLNM risk",
+            title=f"{_panel_title(split)}: smoothed, {100 * level:g}% band",
         )
-        if models:
+        axes.tick_params(labelbottom=False)
+        spread.set(xlabel="predicted risk", ylabel="patients")
+        if panel:
             axes.legend(loc="upper left", fontsize="small", frameon=False)
         else:
             _empty_panel(axes, "no predictions")
+    return figure
+
+
+def plot_net_benefit_difference(
+    net_benefit_table: pd.DataFrame, splits: Sequence[str] = ("train_cv", "external")
+) -> Figure:
+    """Net benefit minus treat-all's, with its bootstrap band, per model and data set."""
+    figure, panels = _split_axes(splits)
+    for axes, split in zip(panels, splits, strict=True):
+        rows = net_benefit_table[net_benefit_table["panel"] == split]
+        axes.axhline(0.0, color="black", lw=1.0, ls="--", label="treat all")
+        for model in [m for m in MODEL_ORDER if m in set(rows["model"])] + sorted(
+            set(rows["model"]) - set(MODEL_ORDER)
+        ):
+            curve = rows[rows["model"] == model].sort_values("threshold")
+            colour = model_colour(model)
+            label = model_label(model) + (
+                " (apparent)" if (curve["split"] != split).any() else ""
+            )
+            axes.fill_between(
+                curve["threshold"], curve["delta_lower"], curve["delta_upper"], color=colour,
+                alpha=0.12,
+            )  # fmt: skip
+            axes.plot(curve["threshold"], curve["delta_treat_all"], color=colour, lw=1.4,
+                      label=label)  # fmt: skip
+        axes.set(
+            xlabel="threshold probability",
+            ylabel="Δ net benefit vs treat all",
+            title=_panel_title(split),
+        )
+        if rows.empty:
+            _empty_panel(axes, "no predictions with both outcomes")
+        else:
+            axes.legend(loc="best", fontsize="small", frameon=False)
     return figure
 
 
@@ -157,8 +225,7 @@ def plot_decision_curves(
     for axes, split in zip(panels, splits, strict=True):
         highest = 0.0
         treat_all: pd.DataFrame | None = None
-        for model in models_in(predictions, split):
-            rows = split_rows(predictions, model, split)
+        for model, rows, label in _panel_models(predictions, split):
             y = rows["clnm"].to_numpy(dtype=np.int64)
             if y.min() == y.max():
                 continue
@@ -168,14 +235,14 @@ def plot_decision_curves(
                 curve["net_benefit_model"],
                 lw=1.4,
                 color=model_colour(model),
-                label=model_label(model),
+                label=label,
             )
             highest = max(highest, float(y.mean()))
             if treat_all is None:
                 treat_all = curve
         if treat_all is None:
             _empty_panel(axes, "no predictions with both outcomes")
-            axes.set_title(split_label(split))
+            axes.set_title(_panel_title(split))
             continue
         axes.plot(
             treat_all["threshold"],
@@ -191,7 +258,7 @@ def plot_decision_curves(
             ylim=(-0.05, highest * 1.1 + 0.02),
             xlabel="threshold probability",
             ylabel="net benefit",
-            title=split_label(split),
+            title=_panel_title(split),
         )
         axes.legend(loc="upper right", fontsize="small", frameon=False)
     return figure

@@ -20,12 +20,16 @@ Riley et al. suggest ``0.15 * max(R2cs)`` as a conservative value where nothing 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 
 __all__ = [
+    "assess_sample_size",
+    "candidate_parameters",
     "cox_snell_r2",
     "max_cox_snell_r2",
     "riley_binary_sample_size",
@@ -125,3 +129,73 @@ def riley_binary_sample_size(
         "max_r2_cs": max_r2,
         "shrinkage_2": s2,
     }
+
+
+def candidate_parameters(model_input: pd.DataFrame, id_columns: Sequence[str]) -> int:
+    """Candidate predictor parameters of a head's input: 1 per number column, k - 1 per
+    text column with k levels (training rows)."""
+    count = 0
+    for column in model_input.columns:
+        if column in id_columns:
+            continue
+        values = model_input[column]
+        if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            count += 1
+        else:
+            count += max(values.dropna().astype(str).nunique() - 1, 0)
+    return count
+
+
+def assess_sample_size(
+    predictions: pd.DataFrame,
+    model_inputs: Mapping[str, pd.DataFrame],
+    *,
+    anticipated_r2_cs: float | None,
+    min_external_events: int,
+    id_columns: Sequence[str] = ("patient_id", "center", "split", "clnm"),
+) -> dict[str, Any]:
+    """Riley's criteria for each head model against the development cohort, and the
+    external set's events against ``min_external_events``.
+
+    The anticipated Cox-Snell R² is ``anticipated_r2_cs`` when given; otherwise the model's
+    own out-of-fold value (``train_cv`` predictions: honest, not apparent), replaced by the
+    conservative ``0.15 * max(R2cs)`` when that is not positive or not available.
+    """
+    training = predictions[predictions["split"] != "external"].drop_duplicates("patient_id")
+    external = predictions[predictions["split"] == "external"].drop_duplicates("patient_id")
+    n = len(training)
+    events = int(training["clnm"].sum()) if n else 0
+    result: dict[str, Any] = {
+        "development_n": n,
+        "development_events": events,
+        "external_n": len(external),
+        "external_events": int(external["clnm"].sum()) if len(external) else 0,
+        "min_external_events": int(min_external_events),
+        "models": {},
+    }
+    if n == 0 or events in (0, n):
+        return result
+    prevalence = events / n
+    conservative = 0.15 * max_cox_snell_r2(prevalence)
+    for model, table in model_inputs.items():
+        if table is None or table.empty:
+            continue
+        parameters = candidate_parameters(table, id_columns)
+        if anticipated_r2_cs is not None:
+            r2, source = float(anticipated_r2_cs), "configured"
+        else:
+            mine = predictions["model"] == model
+            rows = predictions[mine & (predictions["split"] == "train_cv")]
+            r2 = cox_snell_r2(rows["clnm"], rows["probability"]) if len(rows) else math.nan
+            source = "out-of-fold"
+            if not (math.isfinite(r2) and r2 > 0.0):
+                r2, source = conservative, "conservative, 15% of the maximum"
+        entry: dict[str, Any] = {"parameters": parameters, "r2_cs": r2, "r2_cs_source": source}
+        if parameters >= 1:
+            try:
+                entry.update(riley_binary_sample_size(r2, parameters, prevalence))
+                entry["met"] = n >= entry["minimum"]
+            except ValueError as error:
+                entry["error"] = str(error)
+        result["models"][model] = entry
+    return result
