@@ -1,51 +1,58 @@
-"""The self-contained HTML report of an evaluation run.
+"""The self-contained HTML report of an evaluation run, rendered from a Jinja2 template.
 
-One file, opened offline in any browser: figures are embedded as base64 PNG data URIs, the
-style sheet is inline, and nothing refers to a network resource (no external CSS, scripts or
-fonts). Every text taken from the data is HTML-escaped.
+The packaged template (``templates/report.html.j2``) makes one file, opened offline in any
+browser: figures are embedded as base64 PNG data URIs, the style sheet is inline, and nothing
+refers to a network resource (no external CSS, scripts or fonts). A user template (parameter
+``evaluation.report_template``) gets the same context; it may ``{% extends
+"clnm/report.html.j2" %}`` to change only some blocks. Autoescape is always on: every text
+taken from the data is HTML-escaped.
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import io
 import json
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
+import jinja2
 import pandas as pd
 from matplotlib.figure import Figure
 
 from clnm_kedro.reporting import tables
 from clnm_kedro.reporting.figures import plot_oracle_comparison
 from clnm_kedro.reporting.predictions import SPLIT_ORDER, model_label, split_label
+from clnm_kedro.reporting.tripod import tripod_rows
 
-__all__ = ["embed_figure", "figure_to_data_uri", "flatten_parameters", "render_report"]
+__all__ = [
+    "DEFAULT_TEMPLATE",
+    "ReportTemplateError",
+    "as_table",
+    "embed_figure",
+    "figure_to_data_uri",
+    "flatten_parameters",
+    "load_template",
+    "render_report",
+]
 
 REPORT_TITLE = "Occult central lymph node metastasis in PTMC: evaluation report"
 _MAX_EXCLUSIONS_SHOWN = 200
+DEFAULT_TEMPLATE = "report.html.j2"
+# Figures the template places in their sections; any other is shown under "Figures".
+PLACED_FIGURES = (
+    "roc_curves",
+    "calibration_curves",
+    "decision_curves",
+    "net_benefit_difference",
+)
 
-_STYLE = """
-body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif;
-       margin: 2em auto; max-width: 1200px; padding: 0 1.5em; color: #1d1d1f;
-       line-height: 1.45; }
-h1 { font-size: 1.6em; margin-bottom: 0.2em; }
-h2 { font-size: 1.25em; margin-top: 2em; border-bottom: 1px solid #ccc; padding-bottom: 0.2em; }
-h3 { font-size: 1.05em; margin-top: 1.4em; }
-table { border-collapse: collapse; margin: 0.6em 0 1em; font-size: 0.88em; }
-th, td { border: 1px solid #d0d0d0; padding: 0.25em 0.55em; text-align: left;
-         vertical-align: top; }
-th { background: #f2f2f5; }
-tbody tr:nth-child(even) { background: #fafafa; }
-figure { margin: 1.2em 0; }
-figure img { max-width: 100%; height: auto; border: 1px solid #e5e5e5; }
-figcaption { font-size: 0.9em; color: #444; margin-top: 0.3em; }
-nav ul { columns: 2; font-size: 0.92em; }
-.note { color: #555; font-size: 0.9em; }
-code { background: #f2f2f5; padding: 0 0.25em; }
-"""
+
+class ReportTemplateError(ValueError):
+    """The report template cannot be found or rendered."""
+
 
 
 def figure_to_data_uri(figure: Figure, dpi: int = 110) -> str:
@@ -61,21 +68,6 @@ def embed_figure(figure: Figure, title: str, caption: str = "") -> dict[str, str
     return {"title": title, "caption": caption, "data_uri": figure_to_data_uri(figure)}
 
 
-def _text(value: Any) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _table(frame: pd.DataFrame, empty: str = "Nothing to show.") -> str:
-    if frame is None or frame.empty:
-        return f'<p class="note">{_text(empty)}</p>'
-    head = "".join(f"<th>{_text(column)}</th>" for column in frame.columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{_text(_cell(value))}</td>" for value in row) + "</tr>"
-        for row in frame.itertuples(index=False)
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
 def _cell(value: Any) -> str:
     if value is None:
         return tables.MISSING
@@ -86,19 +78,29 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def _figure(item: Mapping[str, str]) -> str:
+def as_table(frame: pd.DataFrame | None) -> dict[str, list] | None:
+    """A DataFrame as the template's table: ``{"columns": [...], "rows": [[str, ...]]}``."""
+    if frame is None or frame.empty:
+        return None
+    return {
+        "columns": [str(column) for column in frame.columns],
+        "rows": [[_cell(value) for value in row] for row in frame.itertuples(index=False)],
+    }
+
+
+def _checked_figure(item: Mapping[str, str] | None) -> dict[str, str] | None:
+    if not item:
+        return None
     uri = str(item.get("data_uri", ""))
     if not uri.startswith("data:image/"):
         raise ValueError(
             f"Report figure {item.get('title')!r} is not an embedded image (data URI)."
         )
-    caption = _text(item.get("title", ""))
-    if item.get("caption"):
-        caption += f". {_text(item['caption'])}"
-    return (
-        f'<figure><img src="{_text(uri)}" alt="{_text(item.get("title", "figure"))}" />'
-        f"<figcaption>{caption}</figcaption></figure>"
-    )
+    return {
+        "title": str(item.get("title", "")),
+        "caption": str(item.get("caption", "")),
+        "data_uri": uri,
+    }
 
 
 def flatten_parameters(parameters: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -113,21 +115,15 @@ def flatten_parameters(parameters: Mapping[str, Any], prefix: str = "") -> dict[
     return flat
 
 
-def _data_quality(report: Mapping[str, Any]) -> str:
-    if not report:
-        return '<p class="note">No data-quality report was given.</p>'
-    parts: list[str] = []
+def _data_quality(report: Mapping[str, Any]) -> dict[str, Any]:
     counts = {
         "Patients read": report.get("patients_read"),
         "Patients included": report.get("patients_included"),
         "Patients excluded": report.get("patients_excluded"),
     }
     shown = {key: value for key, value in counts.items() if value is not None}
-    if shown:
-        parts.append(_table(pd.DataFrame([shown])))
-    per_center = report.get("counts_per_center_and_label") or {}
     rows = []
-    for stage, centers in per_center.items():
+    for stage, centers in (report.get("counts_per_center_and_label") or {}).items():
         for center, values in (centers or {}).items():
             rows.append(
                 {
@@ -136,63 +132,74 @@ def _data_quality(report: Mapping[str, Any]) -> str:
                     **{str(k).replace("_", " "): v for k, v in (values or {}).items()},
                 }
             )
-    if rows:
-        parts.append("<h3>Patients per centre and outcome</h3>")
-        parts.append(_table(pd.DataFrame(rows).fillna(0)))
     columns = report.get("clinical_columns") or {}
-    if columns:
-        used = ", ".join(map(str, columns.get("used", []))) or tables.MISSING
-        skipped = ", ".join(map(str, columns.get("skipped", []))) or "none"
-        parts.append(
-            f"<p>Clinical indicators used: {_text(used)}. Named but absent: {_text(skipped)}.</p>"
-        )
-    exclusions = report.get("exclusions") or []
-    parts.append("<h3>Exclusions</h3>")
-    if exclusions:
-        frame = pd.DataFrame(exclusions)
-        more = len(frame) - _MAX_EXCLUSIONS_SHOWN
-        parts.append(_table(frame.head(_MAX_EXCLUSIONS_SHOWN)))
-        if more > 0:
-            parts.append(f'<p class="note">… and {more} more (see the data-quality report).</p>')
-    else:
-        parts.append('<p class="note">No patient was excluded.</p>')
-    return "\n".join(parts)
+    exclusions = pd.DataFrame(report.get("exclusions") or [])
+    return {
+        "counts": as_table(pd.DataFrame([shown])) if shown else None,
+        "per_centre": as_table(pd.DataFrame(rows).fillna(0)) if rows else None,
+        "clinical_used": ", ".join(map(str, columns.get("used", []))) if columns else "",
+        "clinical_skipped": ", ".join(map(str, columns.get("skipped", []))) or "none",
+        "exclusions": as_table(exclusions.head(_MAX_EXCLUSIONS_SHOWN)),
+        "more": max(len(exclusions) - _MAX_EXCLUSIONS_SHOWN, 0),
+    }
 
 
-def _summary(metrics: Mapping[str, Any]) -> str:
+def _run_facts(metrics: Mapping[str, Any], calibration_bins: int) -> dict[str, Any]:
     models = list(metrics.get("models", {}))
-    names = ", ".join(f"{model_label(m)} (<code>{_text(m)}</code>)" for m in models)
     sizes: dict[str, str] = {}
     for split in SPLIT_ORDER:
         for entry in metrics.get("models", {}).values():
             values = entry.get("splits", {}).get(split)
             if values is not None:
                 sizes.setdefault(split, f"{values.get('n')} patients, {values.get('events')} CLNM")
-    counts = "; ".join(f"{split_label(s)}: {_text(v)}" for s, v in sizes.items())
-    level = metrics.get("confidence_level", 0.95)
-    rule = metrics.get("threshold_rule", "")
-    return (
-        f"<p>Models evaluated: {names or 'none'}.</p><p>{counts}.</p>"
-        f"<p>Confidence intervals are {100 * float(level):g}% DeLong intervals (as R's pROC). "
-        f"Cut-off rule: {_text(rule)}.</p>"
+    level = float(metrics.get("confidence_level", 0.95))
+    boot = metrics.get("bootstrap") or {}
+    return {
+        "models": [{"id": m, "label": model_label(m)} for m in models],
+        "sizes": [{"label": split_label(s), "text": t} for s, t in sizes.items()],
+        "level": f"{100 * level:g}%",
+        "alpha": f"{1 - level:.2g}",
+        "bootstrap": (
+            f"{boot.get('n_resamples')} resamples" if boot.get("enabled") else "switched off"
+        ),
+        "threshold_rule": str(metrics.get("threshold_rule", "")),
+        "calibration_bins": calibration_bins,
+    }
+
+
+def load_template(path: str | Path | None = None) -> jinja2.Template:
+    """The packaged template, or the user's template at ``path`` (autoescape on).
+
+    A user template may extend or include the packaged one as ``clnm/report.html.j2``.
+
+    Raises
+    ------
+    ReportTemplateError
+        If the file does not exist or is not a valid Jinja2 template.
+    """
+    packaged = jinja2.PackageLoader("clnm_kedro.reporting", "templates")
+    loaders: list[jinja2.BaseLoader] = [jinja2.PrefixLoader({"clnm": packaged})]
+    name = f"clnm/{DEFAULT_TEMPLATE}"
+    if path is not None:
+        file = Path(path).expanduser()
+        if not file.is_file():
+            raise ReportTemplateError(
+                f"evaluation.report_template: no template file at {str(file)!r} (relative "
+                "paths start at the project folder); set it to null for the packaged template."
+            )
+        loaders.insert(0, jinja2.FileSystemLoader(str(file.resolve().parent)))
+        name = file.name
+    environment = jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
     )
-
-
-_METHODS = """
-<ul>
-<li>AUC with DeLong's variance; paired DeLong test for two models scored on the same patients
-(two-sided), numbers identical to R's pROC.</li>
-<li>Sensitivity, specificity, accuracy, PPV and NPV at each model's Youden cut-off
-(score &#8805; cut-off is positive), chosen on training predictions only and applied unchanged to
-the external test set.</li>
-<li>Calibration: observed CLNM rate in quantile groups of predicted risk; Brier score;
-calibration intercept (slope fixed at 1; ideal 0) and slope (ideal 1); Hosmer&#8211;Lemeshow
-test over the same groups.</li>
-<li>Decision curves: net benefit against treat-all and treat-none (Vickers &amp; Elkin).</li>
-<li>Grad-CAM on the last convolution of each view's CNN branch; warm colours mark the image
-regions that raised the predicted CLNM risk.</li>
-</ul>
-"""
+    try:
+        return environment.get_template(name)
+    except jinja2.TemplateError as error:
+        raise ReportTemplateError(f"The report template {name!r} is not valid: {error}") from error
 
 
 def render_report(
@@ -203,8 +210,18 @@ def render_report(
     oracle_comparison: pd.DataFrame,
     data_quality: Mapping[str, Any] | None,
     parameters: Mapping[str, Any] | None,
-    figures: Sequence[Mapping[str, str]] = (),
-    table_splits: Sequence[str] = ("train", "external"),
+    figures: Mapping[str, Mapping[str, str]] | Sequence[Mapping[str, str]] = (),
+    table_one: Mapping[str, pd.DataFrame] | None = None,
+    odds_ratios: pd.DataFrame | None = None,
+    net_benefit: pd.DataFrame | None = None,
+    sample_size: Mapping[str, Any] | None = None,
+    classifier_comparison: Sequence[pd.DataFrame] = (),
+    summary_sentences: Sequence[str] = (),
+    table_splits: Sequence[str] = ("train_cv", "external"),
+    net_benefit_thresholds: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5),
+    subgroup_min_events: int = 20,
+    calibration_bins: int = 10,
+    template: str | Path | None = None,
     title: str = REPORT_TITLE,
 ) -> str:
     """The whole report as one HTML document.
@@ -220,73 +237,135 @@ def render_report(
     parameters
         The run's parameters, shown flattened.
     figures
-        Embedded figures from :func:`embed_figure`, in the order shown.
+        Embedded figures from :func:`embed_figure`, by name (those of
+        :data:`PLACED_FIGURES` go into their sections, the others under "Figures"); a plain
+        sequence is shown under "Figures" in order.
+    table_one
+        ``{"by_centre": frame, "by_outcome": frame}`` from
+        :func:`clnm_kedro.reporting.table_one.baseline_table`.
+    odds_ratios
+        From :func:`clnm_kedro.reporting.odds_ratios.odds_ratio_table`.
+    net_benefit
+        From :func:`clnm_kedro.reporting.clinical_utility.net_benefit_by_model`; the table
+        shows ``net_benefit_thresholds``.
+    sample_size
+        From :func:`clnm_kedro.reporting.sample_size.assess_sample_size`.
+    classifier_comparison
+        The heads' ``*_head_comparison`` tables.
+    summary_sentences
+        The plain-language summary (:func:`clnm_kedro.reporting.summary.plain_summary`).
     table_splits
-        Data sets of the study table.
+        Data sets of the study and calibration tables.
+    template
+        A user's Jinja2 template (path); ``None``: the packaged one.
     title
         Page title.
     """
     level = float(metrics.get("confidence_level", 0.95))
-    sections: list[tuple[str, str, str]] = [
-        ("summary", "Summary", _summary(metrics)),
-        ("cohort", "Cohort and data quality", _data_quality(data_quality or {})),
-        (
-            "study-table",
-            "Study table",
-            _table(tables.study_table(metrics, delong_tests, table_splits))
-            + "<h3>Cut-offs</h3>"
-            + _table(tables.thresholds_table(metrics)),
-        ),
-        (
-            "delong",
-            "Paired DeLong tests",
-            _table(tables.delong_table(delong_tests), "No comparison could be made."),
-        ),
-    ]
-    if not subgroup_auc.empty:
-        sections.append(
-            ("subgroups", "AUC by subgroup", _table(tables.subgroup_table(subgroup_auc, level)))
-        )
-    if not oracle_comparison.empty:
-        figure = plot_oracle_comparison(oracle_comparison)
-        sections.append(
-            (
-                "oracle",
-                "Models against the oracle (synthetic cohort)",
-                '<p class="note">The oracle is the simulator\'s true risk of each patient: '
-                "the best any model could do. A model whose training AUC exceeds the oracle's "
-                "has learnt noise.</p>"
-                + _table(tables.oracle_table(oracle_comparison))
-                + _figure(embed_figure(figure, "External test set: each model against the oracle")),
-            )
-        )
-    if figures:
-        sections.append(("figures", "Figures", "\n".join(_figure(item) for item in figures)))
-    flat = flatten_parameters(parameters or {})
-    parameter_table = pd.DataFrame({"Parameter": list(flat), "Value": list(flat.values())})
-    sections.append(("methods", "Methods", _METHODS))
-    sections.append(
-        (
-            "parameters",
-            "Parameters of this run",
-            _table(parameter_table, "No parameters were given."),
-        )
-    )
+    if isinstance(figures, Mapping):
+        named = {key: _checked_figure(item) for key, item in figures.items()}
+    else:
+        named = {f"figure_{i}": _checked_figure(item) for i, item in enumerate(figures)}
+    placed = {key: named.get(key) for key in PLACED_FIGURES}
+    others = [item for key, item in named.items() if key not in PLACED_FIGURES and item]
 
-    contents = "".join(
-        f'<li><a href="#{anchor}">{_text(heading)}</a></li>' for anchor, heading, _ in sections
-    )
-    body = "\n".join(
-        f'<section id="{anchor}"><h2>{_text(heading)}</h2>\n{content}</section>'
-        for anchor, heading, content in sections
-    )
-    document = (
-        "<!DOCTYPE html>\n"
-        '<html lang="en"><head><meta charset="utf-8" />'
-        '<meta name="viewport" content="width=device-width, initial-scale=1" />'
-        f"<title>{_text(title)}</title><style>{_STYLE}</style></head>\n"
-        f"<body><h1>{_text(title)}</h1>\n<nav><ul>{contents}</ul></nav>\n{body}\n"
-        "</body></html>\n"
-    )
+    sections: list[tuple[str, str]] = [
+        ("plain-summary", "Summary"),
+        ("cohort", "Cohort and data quality"),
+    ]
+    if table_one:
+        sections.append(("table-one", "Table 1: baseline characteristics"))
+    if odds_ratios is not None:
+        sections.append(("odds-ratios", "Clinical indicators: odds ratios"))
+    if sample_size:
+        sections.append(("sample-size", "Sample size"))
+    sections += [
+        ("study-table", "Study table"),
+        ("delong", "Paired DeLong tests"),
+        ("calibration", "Calibration"),
+    ]
+    if net_benefit is not None or placed["decision_curves"]:
+        sections.append(("utility", "Clinical utility"))
+    if not subgroup_auc.empty:
+        sections.append(("subgroups", "AUC by subgroup"))
+    sections.append(("classifiers", "Classifier comparison"))
+    oracle: dict[str, Any] = {}
+    if not oracle_comparison.empty:
+        sections.append(("oracle", "Models against the oracle (synthetic cohort)"))
+        oracle = {
+            "table": as_table(tables.oracle_table(oracle_comparison)),
+            "figure": _checked_figure(
+                embed_figure(
+                    plot_oracle_comparison(oracle_comparison),
+                    "External test set: each model against the oracle",
+                )
+            ),
+        }
+    if others:
+        sections.append(("figures", "Figures"))
+    sections += [
+        ("methods", "Methods"),
+        ("tripod", "TRIPOD+AI checklist"),
+        ("parameters", "Parameters of this run"),
+    ]
+    headings = dict(sections)
+    filled, to_write = tripod_rows(headings | {"cut-offs": "Cut-offs"})
+
+    shown_net = None
+    if net_benefit is not None and not net_benefit.empty:
+        wanted = {round(float(t), 6) for t in net_benefit_thresholds}
+        shown_net = net_benefit[net_benefit["threshold"].round(6).isin(wanted)]
+    flat = flatten_parameters(parameters or {})
+    sample = dict(sample_size or {})
+    context = {
+        "title": title,
+        "sections": [{"anchor": a, "heading": h} for a, h in sections],
+        "summary_sentences": list(summary_sentences),
+        "run": _run_facts(metrics, calibration_bins),
+        "data_quality": _data_quality(data_quality or {}),
+        "table_one": {
+            "by_centre": as_table((table_one or {}).get("by_centre")),
+            "by_outcome": as_table((table_one or {}).get("by_outcome")),
+        },
+        "odds": {
+            "table": as_table(
+                tables.odds_ratio_display(odds_ratios) if odds_ratios is not None else None
+            ),
+            "n": (odds_ratios.attrs.get("multi_n", "—") if odds_ratios is not None else "—"),
+            "events": (
+                odds_ratios.attrs.get("multi_events", "—") if odds_ratios is not None else "—"
+            ),
+        },
+        "sample_size": {
+            "table": as_table(tables.sample_size_table(sample)),
+            "external_events": sample.get("external_events", 0),
+            "external_n": sample.get("external_n", 0),
+            "min_external_events": sample.get("min_external_events", 100),
+        },
+        "study_table": as_table(tables.study_table(metrics, delong_tests, table_splits)),
+        "thresholds": as_table(tables.thresholds_table(metrics)),
+        "delong": as_table(tables.delong_table(delong_tests, level)),
+        "calibration": as_table(tables.calibration_table(metrics, table_splits)),
+        "net_benefit": as_table(
+            tables.net_benefit_table(shown_net, level) if shown_net is not None else None
+        ),
+        "subgroups": {
+            "table": as_table(tables.subgroup_table(subgroup_auc, level, subgroup_min_events)),
+            "interactions": as_table(tables.interaction_table(subgroup_auc)),
+            "min_events": subgroup_min_events,
+        },
+        "classifiers": as_table(tables.classifier_comparison_table(classifier_comparison)),
+        "oracle": oracle,
+        "figures": placed,
+        "other_figures": others,
+        "tripod": {"filled": filled, "to_write": to_write},
+        "parameters": as_table(
+            pd.DataFrame({"Parameter": list(flat), "Value": list(flat.values())})
+        ),
+    }
+    try:
+        document = load_template(template).render(**context)
+    except jinja2.TemplateError as error:
+        raise ReportTemplateError(f"The report template failed to render: {error}") from error
     # Plain ASCII (other characters as HTML references): reads the same whatever the encoding.
     return document.encode("ascii", "xmlcharrefreplace").decode("ascii")
