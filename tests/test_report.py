@@ -81,7 +81,28 @@ def synthetic_inputs(oracle: bool = True) -> dict[str, Any]:
             "seconds": 2.0,
         }
     )
+    model_input = splits[["patient_id", "center", "split", "clnm"]].merge(
+        cohort[["patient_id", "age", "sex", "tumor_size_mm"]], on="patient_id"
+    )
+    comparison = pd.DataFrame(
+        {
+            "family": ["logistic", "random_forest"],
+            "selected": [True, False],
+            "cv_auc": [0.71, 0.69],
+            "train_auc": [0.74, 0.93],
+            "external_auc": [0.70, 0.66],
+            "n_trials": [10, 10],
+        }
+    )
     inputs: dict[str, Any] = {
+        "clinical_model_input": model_input,
+        "combined_model_input": model_input.assign(
+            dl_0=rng.normal(size=len(model_input)), dl_1=rng.normal(size=len(model_input))
+        ),
+        **{
+            f"{head}_head_comparison": comparison.assign(model=head)
+            for head in ("clinical", "dl_features", "combined")
+        },
         "dl_predictions": pd.concat(
             [
                 rows(m, ("train", "external"), s)

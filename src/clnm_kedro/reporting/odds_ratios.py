@@ -43,6 +43,8 @@ ODDS_RATIO_COLUMNS: tuple[str, ...] = (
     "multi_lower",
     "multi_upper",
     "multi_p",
+    "multi_n",
+    "multi_events",
 )
 
 
@@ -131,7 +133,8 @@ def odds_ratio_table(
     pandas.DataFrame
         Columns :data:`ODDS_RATIO_COLUMNS`, one row per term (a number's own row, or one per
         non-reference level of a text column). ``multi_*`` come from one model with every
-        variable; NaN where not estimable.
+        variable (``multi_n``, ``multi_events``: its complete cases); NaN where not
+        estimable.
     """
     missing = [c for c in (outcome, *variables) if c not in frame.columns]
     if missing:
@@ -168,6 +171,6 @@ def odds_ratio_table(
                     row[f"{prefix}_{key}"] = float(fit.loc[name, key]) if found else math.nan
             rows.append(row)
     table = pd.DataFrame(rows, columns=list(ODDS_RATIO_COLUMNS))
-    table.attrs["multi_n"] = int(complete.sum())
-    table.attrs["multi_events"] = int(y_all[complete].sum())
+    table["multi_n"] = int(complete.sum())
+    table["multi_events"] = int(y_all[complete].sum())
     return table

@@ -167,6 +167,12 @@ def _run_facts(metrics: Mapping[str, Any], calibration_bins: int) -> dict[str, A
     }
 
 
+def _first(frame: pd.DataFrame | None, column: str) -> str:
+    if frame is None or frame.empty or column not in frame.columns:
+        return tables.MISSING
+    return _cell(frame[column].iloc[0])
+
+
 def load_template(path: str | Path | None = None) -> jinja2.Template:
     """The packaged template, or the user's template at ``path`` (autoescape on).
 
@@ -324,17 +330,17 @@ def render_report(
         "run": _run_facts(metrics, calibration_bins),
         "data_quality": _data_quality(data_quality or {}),
         "table_one": {
-            "by_centre": as_table((table_one or {}).get("by_centre")),
-            "by_outcome": as_table((table_one or {}).get("by_outcome")),
+            "by_centre": as_table(tables.table_one_display((table_one or {}).get("by_centre"))),
+            "by_outcome": as_table(
+                tables.table_one_display((table_one or {}).get("by_outcome"))
+            ),
         },
         "odds": {
             "table": as_table(
                 tables.odds_ratio_display(odds_ratios) if odds_ratios is not None else None
             ),
-            "n": (odds_ratios.attrs.get("multi_n", "—") if odds_ratios is not None else "—"),
-            "events": (
-                odds_ratios.attrs.get("multi_events", "—") if odds_ratios is not None else "—"
-            ),
+            "n": _first(odds_ratios, "multi_n"),
+            "events": _first(odds_ratios, "multi_events"),
         },
         "sample_size": {
             "table": as_table(tables.sample_size_table(sample)),

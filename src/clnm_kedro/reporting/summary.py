@@ -119,7 +119,7 @@ def plain_summary(
     auc = _num(external.get("auc"))
     sentences.append(
         f"On the external centre ({external.get('n')} patients, {external.get('events')} with "
-        f"CLNM), the {model_label(primary).lower()} model separated patients with and without "
+        f"CLNM), the {model_label(primary)} model separated patients with and without "
         f"CLNM with an AUC of {_ci(external, 'auc')} ({percent} CI): "
         f"{discrimination_word(auc)} discrimination."
     )
@@ -144,7 +144,7 @@ def plain_summary(
             low, high = _num(row.get("difference_lower")), _num(row.get("difference_upper"))
             if not (math.isfinite(low) and math.isfinite(high)):
                 continue
-            a, b = model_label(row["model_a"]).lower(), model_label(row["model_b"]).lower()
+            a, b = model_label(row["model_a"]), model_label(row["model_b"])
             if low > 0 or high < 0:
                 word = "higher" if diff > 0 else "lower"
                 sentences.append(
@@ -169,7 +169,7 @@ def plain_summary(
             if better:
                 listed = ", ".join(f"{t:.2f}" for t in better)
                 sentences.append(
-                    f"Compared with operating on every patient, the {model_label(primary).lower()}"
+                    f"Compared with operating on every patient, the {model_label(primary)}"
                     f" model gave a higher net benefit at threshold(s) {listed} on the external "
                     "centre."
                 )
@@ -201,7 +201,7 @@ def plain_summary(
         sentences.append(
             f"The development cohort ({sample_size.get('development_n')} patients, "
             f"{sample_size.get('development_events')} events) {verdict} the minimum sample "
-            f"size of {entry['minimum']} for the {model_label(model).lower()} model "
+            f"size of {entry['minimum']} for the {model_label(model)} model "
             f"({entry.get('parameters')} candidate parameters, Riley et al.)."
         )
     events = sample_size.get("external_events")

@@ -31,6 +31,7 @@ __all__ = [
     "sample_size_table",
     "study_table",
     "subgroup_table",
+    "table_one_display",
     "thresholds_table",
 ]
 
@@ -60,6 +61,8 @@ def format_auc(auc: Any, lower: Any, upper: Any, digits: int = 3) -> str:
     low, high = format_number(lower, digits), format_number(upper, digits)
     if MISSING in (low, high):
         return point
+    if _value(lower) < 0 or _value(upper) < 0:  # "-0.66 (-1.27 to -0.05)", not "-1.27–-0.05"
+        return f"{point} ({low} to {high})"
     return f"{point} ({low}–{high})"
 
 
@@ -347,7 +350,7 @@ def subgroup_table(
             )
         events = _value(first["events"])
         row["Caution"] = (
-            f"fewer than {min_events} events: interpret with care"
+            f"< {min_events} events"
             if math.isfinite(events) and events < min_events
             else ""
         )
@@ -378,26 +381,57 @@ def interaction_table(subgroups: pd.DataFrame) -> pd.DataFrame:
 
 
 def net_benefit_table(net_benefit: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
-    """Net benefit and its difference from treat-all (with intervals) per model, set and
-    threshold."""
+    """Difference in net benefit from treat-all (with its interval): one row per model and
+    data set, one column per threshold; a first row per data set gives treat-all's own net
+    benefit."""
     if net_benefit.empty:
         return pd.DataFrame()
-    rows = [
-        {
-            "Model": model_label(r["model"]),
-            "Data set": split_label(r["split"]),
-            "Threshold": f"{r['threshold']:.2f}",
-            f"Net benefit ({_percent(level)} CI)": format_ci(
-                r["net_benefit"], r["net_benefit_lower"], r["net_benefit_upper"]
-            ),
-            "Treat all": format_number(r["net_benefit_treat_all"]),
-            f"Δ vs treat all ({_percent(level)} CI)": format_ci(
-                r["delta_treat_all"], r["delta_lower"], r["delta_upper"]
-            ),
-        }
-        for r in net_benefit.to_dict("records")
-    ]
+    thresholds = sorted(net_benefit["threshold"].unique())
+    rows: list[dict[str, str]] = []
+    for panel, part in net_benefit.groupby("panel", sort=False):
+        first = part.drop_duplicates("threshold").set_index("threshold")
+        rows.append(
+            {
+                "Data set": split_label(str(panel)),
+                "Model": "treat all: net benefit",
+                **{
+                    f"{t:.2f}": format_number(first.loc[t, "net_benefit_treat_all"])
+                    for t in thresholds
+                },
+            }
+        )
+        for model, rows_of_model in part.groupby("model", sort=False):
+            curve = rows_of_model.set_index("threshold")
+            apparent = (curve["split"] != panel).any()
+            label = model_label(str(model)) + (" (apparent)" if apparent else "")
+            rows.append(
+                {
+                    "Data set": split_label(str(panel)),
+                    "Model": f"{label}: Δ vs treat all",
+                    **{
+                        f"{t:.2f}": format_ci(
+                            curve.loc[t, "delta_treat_all"],
+                            curve.loc[t, "delta_lower"],
+                            curve.loc[t, "delta_upper"],
+                        )
+                        for t in thresholds
+                    },
+                }
+            )
     return pd.DataFrame(rows)
+
+
+def table_one_display(table: pd.DataFrame) -> pd.DataFrame:
+    """Table 1 ready to read: p formatted, empty cells blank."""
+    if table is None or table.empty:
+        return pd.DataFrame()
+    shown = table.copy()
+    shown["p"] = [format_p(p) if math.isfinite(_value(p)) else "" for p in shown["p"]]
+    shown = shown.astype(object).where(shown.notna(), "")
+    if len(shown):
+        shown.loc[shown.index[0], "missing"] = ""
+    return shown.rename(columns={"variable": "Variable", "level": "", "missing": "Missing",
+                                 "test": "Test"})  # fmt: skip
 
 
 def odds_ratio_display(odds: pd.DataFrame) -> pd.DataFrame:

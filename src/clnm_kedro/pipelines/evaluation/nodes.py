@@ -18,10 +18,16 @@ import pandas as pd
 from matplotlib.figure import Figure
 from torch import nn
 
+from clnm_kedro.heads.tables import clinical_columns
 from clnm_kedro.reporting import figures, model_metrics, predictions, report, tables
+from clnm_kedro.reporting.clinical_utility import net_benefit_by_model
 from clnm_kedro.reporting.gradcam import choose_gradcam_patients, gradcam_heatmaps
 from clnm_kedro.reporting.model_metrics import EvaluationSettings
+from clnm_kedro.reporting.odds_ratios import odds_ratio_table
 from clnm_kedro.reporting.predictions import model_label, split_label
+from clnm_kedro.reporting.sample_size import assess_sample_size
+from clnm_kedro.reporting.summary import plain_summary
+from clnm_kedro.reporting.table_one import baseline_table
 
 logger = logging.getLogger(__name__)
 
@@ -61,13 +67,123 @@ def compare_models(predictions_table: pd.DataFrame, evaluation: dict[str, Any]) 
     """Paired DeLong tests of the study's comparisons (and configured ones) per data set."""
     settings = EvaluationSettings.from_params(evaluation)
     return model_metrics.delong_comparisons(
-        predictions_table, settings.comparisons, settings.comparison_splits
+        predictions_table,
+        settings.comparisons,
+        settings.comparison_splits,
+        settings.confidence_level,
     )
 
 
 def build_study_table(metrics: dict[str, Any], delong_tests: pd.DataFrame) -> pd.DataFrame:
-    """The study's table, formatted as in a paper (training and external sets)."""
+    """The study's table, formatted as in a paper (training centres out-of-fold, or apparent
+    where labelled so, and the external set)."""
     return tables.study_table(metrics, delong_tests)
+
+
+def build_calibration_table(metrics: dict[str, Any]) -> pd.DataFrame:
+    """Calibration per model and set, each value with its interval (Hosmer-Lemeshow last)."""
+    return tables.calibration_table(metrics)
+
+
+def _cohort_with_splits(cohort_table: pd.DataFrame, patient_splits: pd.DataFrame) -> pd.DataFrame:
+    cohort = cohort_table.assign(patient_id=cohort_table["patient_id"].astype(str))
+    splits = patient_splits.assign(patient_id=patient_splits["patient_id"].astype(str))
+    unknown = sorted(set(splits["patient_id"]) - set(cohort["patient_id"]))
+    if unknown:
+        raise ValueError(
+            f"{len(unknown)} patient(s) of patient_splits are not in cohort_table (e.g. "
+            f"{unknown[:5]}); rebuild cohort_table and patient_splits from the same cohort."
+        )
+    return cohort.merge(splits[["patient_id", "split"]], on="patient_id", how="inner")
+
+
+def build_table_one(
+    cohort_table: pd.DataFrame, patient_splits: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Table 1 by centre and by CLNM status: every clinical column of the analysed patients."""
+    cohort = _cohort_with_splits(cohort_table, patient_splits)
+    variables = clinical_columns(cohort_table, None)
+    by_centre = baseline_table(cohort, "center", variables)
+    by_outcome = baseline_table(
+        cohort, "clnm", variables, group_labels={0: "No CLNM", 1: "CLNM"}
+    )
+    return by_centre, by_outcome
+
+
+def fit_clinical_odds_ratios(
+    cohort_table: pd.DataFrame,
+    patient_splits: pd.DataFrame,
+    clinical_modeling: dict[str, Any],
+    evaluation: dict[str, Any],
+) -> pd.DataFrame:
+    """Univariable and multivariable odds ratios of the clinical model's indicators, fitted on
+    the training centres only."""
+    settings = EvaluationSettings.from_params(evaluation)
+    cohort = _cohort_with_splits(cohort_table, patient_splits)
+    variables = clinical_columns(cohort_table, clinical_modeling.get("clinical_columns"))
+    training = cohort[cohort["split"] == "train"]
+    table = odds_ratio_table(training, variables, level=settings.confidence_level)
+    logger.info(
+        "Clinical odds ratios fitted on %d training patients (%d with every indicator).",
+        len(training),
+        int(table["multi_n"].iloc[0]) if len(table) else 0,
+    )
+    return table
+
+
+def compute_net_benefit(
+    predictions_table: pd.DataFrame, evaluation: dict[str, Any], seed: int
+) -> pd.DataFrame:
+    """Net benefit and its difference from treat-all, with bootstrap intervals, per model and
+    set, on a grid of thresholds that holds the reported ones."""
+    settings = EvaluationSettings.from_params(evaluation)
+    grid = {round(0.05 + 0.01 * i, 2) for i in range(56)}  # 0.05 ... 0.60
+    thresholds = sorted(grid | {round(t, 6) for t in settings.net_benefit_thresholds})
+    return net_benefit_by_model(
+        predictions_table,
+        settings.figure_splits,
+        thresholds,
+        seed=seed,
+        n_boot=settings.bootstrap_resamples if settings.bootstrap else 0,
+        level=settings.confidence_level,
+    )
+
+
+def assess_development_sample_size(
+    predictions_table: pd.DataFrame,
+    clinical_model_input: pd.DataFrame,
+    combined_model_input: pd.DataFrame,
+    evaluation: dict[str, Any],
+) -> dict[str, Any]:
+    """Riley's minimum sample size for the clinical and combined models, and the external
+    set's events against the recommended minimum."""
+    settings = EvaluationSettings.from_params(evaluation)
+    training = {
+        "clinical": clinical_model_input[clinical_model_input["split"] != "external"],
+        "combined": combined_model_input[combined_model_input["split"] != "external"],
+    }
+    return _json_safe(
+        assess_sample_size(
+            predictions_table,
+            training,
+            anticipated_r2_cs=settings.anticipated_r2_cs,
+            min_external_events=settings.min_external_events,
+        )
+    )
+
+
+def summarise_results(
+    metrics: dict[str, Any],
+    delong_tests: pd.DataFrame,
+    net_benefit: pd.DataFrame,
+    sample_size: dict[str, Any],
+    evaluation: dict[str, Any],
+) -> list[str]:
+    """The plain-language summary, sentence by sentence, chosen from the results."""
+    settings = EvaluationSettings.from_params(evaluation)
+    return plain_summary(
+        metrics, delong_tests, net_benefit, sample_size, settings.net_benefit_thresholds
+    )
 
 
 def compute_subgroup_auc(
@@ -112,10 +228,28 @@ def plot_calibration(
     """Calibration curves (observed against predicted risk) of every model."""
     settings = EvaluationSettings.from_params(evaluation)
     figure = figures.plot_calibration_curves(
-        predictions_table, settings.figure_splits, settings.calibration_bins
+        predictions_table, settings.figure_splits, settings.confidence_level
     )
     return figure, report.embed_figure(
-        figure, "Calibration curves", "points on the dotted diagonal are perfectly calibrated"
+        figure,
+        "Calibration curves",
+        "smoothed (logistic regression on a restricted cubic spline of the logit) with "
+        "pointwise confidence bands; the dotted diagonal is perfect calibration; beneath, the "
+        "distribution of predicted risks",
+    )
+
+
+def plot_net_benefit_difference(
+    net_benefit: pd.DataFrame, evaluation: dict[str, Any]
+) -> tuple[Figure, ReportFigure]:
+    """Net benefit minus treat-all's, with bootstrap bands, of every model."""
+    settings = EvaluationSettings.from_params(evaluation)
+    figure = figures.plot_net_benefit_difference(net_benefit, settings.figure_splits)
+    return figure, report.embed_figure(
+        figure,
+        "Net benefit against treat-all",
+        "difference in net benefit from operating on every patient, with stratified-bootstrap "
+        "bands; above 0 the model helps",
     )
 
 
@@ -221,12 +355,24 @@ def build_report(
     oracle_comparison: pd.DataFrame,
     data_quality_report: dict[str, Any],
     parameters: dict[str, Any],
+    table_one_by_centre: pd.DataFrame,
+    table_one_by_outcome: pd.DataFrame,
+    clinical_odds_ratios: pd.DataFrame,
+    net_benefit: pd.DataFrame,
+    sample_size: dict[str, Any],
+    plain_summary: list[str],
+    evaluation: dict[str, Any],
+    clinical_head_comparison: pd.DataFrame,
+    dl_features_head_comparison: pd.DataFrame,
+    combined_head_comparison: pd.DataFrame,
     **report_figures: ReportFigure,
 ) -> str:
-    """The self-contained HTML report: tables, figures, data quality and parameters.
+    """The self-contained HTML report, rendered from the packaged template or the one named by
+    ``evaluation.report_template``.
 
-    Every further keyword is an embedded figure (from a figure node), shown in that order.
+    Every further keyword is an embedded figure (from a figure node), by name.
     """
+    settings = EvaluationSettings.from_params(evaluation)
     html = report.render_report(
         metrics=metrics,
         delong_tests=delong_tests,
@@ -234,7 +380,21 @@ def build_report(
         oracle_comparison=oracle_comparison,
         data_quality=data_quality_report,
         parameters=parameters,
-        figures=list(report_figures.values()),
+        figures=report_figures,
+        table_one={"by_centre": table_one_by_centre, "by_outcome": table_one_by_outcome},
+        odds_ratios=clinical_odds_ratios,
+        net_benefit=net_benefit,
+        sample_size=sample_size,
+        classifier_comparison=[
+            clinical_head_comparison,
+            dl_features_head_comparison,
+            combined_head_comparison,
+        ],
+        summary_sentences=plain_summary,
+        net_benefit_thresholds=settings.net_benefit_thresholds,
+        subgroup_min_events=settings.subgroup_min_events,
+        calibration_bins=settings.calibration_bins,
+        template=settings.report_template,
     )
     logger.info("Evaluation report written with %d figures.", len(report_figures))
     return html

@@ -7,20 +7,27 @@ from typing import Any
 from kedro.pipeline import Node, Pipeline
 
 from clnm_kedro.pipelines.evaluation.nodes import (
+    assess_development_sample_size,
+    build_calibration_table,
     build_report,
     build_study_table,
+    build_table_one,
     collect_mlflow_metrics,
     collect_run_parameters,
     compare_models,
     compare_with_oracle,
     compute_metrics,
+    compute_net_benefit,
     compute_subgroup_auc,
+    fit_clinical_odds_ratios,
     gather_predictions,
     gradcam_node,
     plot_calibration,
     plot_decision_curves,
+    plot_net_benefit_difference,
     plot_roc,
     plot_training_curves,
+    summarise_results,
 )
 
 # Every model pipeline's predictions table, gathered into `predictions`.
@@ -31,6 +38,12 @@ PREDICTION_TABLES = [
     "combined_predictions",
 ]
 NETWORKS = ["dl_dual", "dl_longitudinal", "dl_transverse"]
+# The heads' classifier comparisons (clinical_modeling and fusion), shown in the report.
+HEAD_COMPARISONS = [
+    "clinical_head_comparison",
+    "dl_features_head_comparison",
+    "combined_head_comparison",
+]
 # The parameter blocks of a training run, shown in the report. Named one by one rather than
 # taking Kedro's whole "parameters": kedro-mlflow logs a node's "parameters" input again under
 # "parameters.<key>", which doubled every MLflow parameter of the run.
@@ -93,6 +106,58 @@ def create_pipeline(**kwargs: Any) -> Pipeline:
                 name="build_study_table",
             ),
             Node(
+                build_calibration_table,
+                inputs="metrics",
+                outputs="calibration_table",
+                name="build_calibration_table",
+            ),
+            Node(
+                build_table_one,
+                inputs=["cohort_table", "patient_splits"],
+                outputs=["table_one_by_centre", "table_one_by_outcome"],
+                name="build_table_one",
+            ),
+            Node(
+                fit_clinical_odds_ratios,
+                inputs=[
+                    "cohort_table",
+                    "patient_splits",
+                    "params:clinical_modeling",
+                    "params:evaluation",
+                ],
+                outputs="clinical_odds_ratios",
+                name="fit_clinical_odds_ratios",
+            ),
+            Node(
+                compute_net_benefit,
+                inputs=["predictions", "params:evaluation", "params:seed"],
+                outputs="net_benefit",
+                name="compute_net_benefit",
+            ),
+            Node(
+                assess_development_sample_size,
+                inputs=[
+                    "predictions",
+                    "clinical_model_input",
+                    "combined_model_input",
+                    "params:evaluation",
+                ],
+                outputs="sample_size",
+                name="assess_sample_size",
+            ),
+            Node(
+                summarise_results,
+                inputs=[
+                    "metrics",
+                    "delong_tests",
+                    "net_benefit",
+                    "sample_size",
+                    "params:evaluation",
+                ],
+                outputs="plain_summary",
+                name="summarise_results",
+            ),
+            Node(
                 compute_subgroup_auc,
                 inputs=["predictions", "cohort_table", "params:evaluation"],
                 outputs="subgroup_auc",
@@ -129,6 +194,12 @@ def create_pipeline(**kwargs: Any) -> Pipeline:
                 name="plot_decision_curves",
             ),
             Node(
+                plot_net_benefit_difference,
+                inputs=["net_benefit", "params:evaluation"],
+                outputs=["net_benefit_difference", "net_benefit_difference_for_report"],
+                name="plot_net_benefit_difference",
+            ),
+            Node(
                 plot_training_curves,
                 inputs={network: f"{network}_training_history" for network in NETWORKS},
                 outputs=["training_curves", "training_curves_for_report"],
@@ -150,10 +221,19 @@ def create_pipeline(**kwargs: Any) -> Pipeline:
                     "oracle_comparison": "oracle_comparison",
                     "data_quality_report": "data_quality_report",
                     "parameters": "run_parameters",
-                    # embedded figures, in the order the report shows them
+                    "table_one_by_centre": "table_one_by_centre",
+                    "table_one_by_outcome": "table_one_by_outcome",
+                    "clinical_odds_ratios": "clinical_odds_ratios",
+                    "net_benefit": "net_benefit",
+                    "sample_size": "sample_size",
+                    "plain_summary": "plain_summary",
+                    "evaluation": "params:evaluation",
+                    **{name: name for name in HEAD_COMPARISONS},
+                    # embedded figures, by name (the template places them)
                     "roc_curves": "roc_curves_for_report",
                     "calibration_curves": "calibration_curves_for_report",
                     "decision_curves": "decision_curves_for_report",
+                    "net_benefit_difference": "net_benefit_difference_for_report",
                     "training_curves": "training_curves_for_report",
                     **{f"gradcam_{net}": f"gradcam_{net}_for_report" for net in NETWORKS},
                 },
