@@ -328,7 +328,10 @@ def test_metrics_cover_every_model_and_split_with_the_documented_keys(
     assert got["n"] == len(rows)
     assert got["events"] == int(rows["clnm"].sum())
     assert got["brier"] == pytest.approx(float(np.mean((rows["probability"] - rows["clnm"]) ** 2)))
-    assert got["hosmer_lemeshow_dof"] == 8
+    # Hosmer-Lemeshow over 10 groups: G degrees of freedom on the external set, G - 2 on the
+    # training predictions.
+    assert got["hosmer_lemeshow_dof"] == 10
+    assert metrics["models"]["combined"]["splits"]["train"]["hosmer_lemeshow_dof"] == 8
 
 
 def test_bootstrap_intervals_are_added_and_repeat_with_the_seed(
@@ -365,7 +368,18 @@ def test_delong_tests_cover_the_study_comparisons_on_both_sets(
     predictions: pd.DataFrame,
 ) -> None:
     tests = nodes.compare_models(predictions, PARAMS)
-    assert list(tests.columns[:7]) == ["split", "model_a", "model_b", "auc_a", "auc_b", "z", "p"]
+    assert list(tests.columns[:10]) == [
+        "split",
+        "model_a",
+        "model_b",
+        "auc_a",
+        "auc_b",
+        "difference",
+        "difference_lower",
+        "difference_upper",
+        "z",
+        "p",
+    ]
     pairs = set(zip(tests["split"], tests["model_a"], tests["model_b"], strict=True))
     study = {
         ("dl_dual", "dl_longitudinal"),
@@ -720,6 +734,13 @@ def test_evaluation_nodes_end_to_end(predictions: pd.DataFrame, cohort: pd.DataF
         network = build_network({"network": {"kind": kind, "compact_channels": [4, 8]}}).eval()
         figure, embedded[model] = nodes.gradcam_node(model)(network, crops, cohort, PARAMS, 2)
         assert len(figure.axes) == 4 * (4 if kind == "dual" else 2)
+    by_centre, by_outcome = nodes.build_table_one(cohort, cohort)
+    odds = nodes.fit_clinical_odds_ratios(cohort, cohort, {"clinical_columns": None}, PARAMS)
+    benefit = nodes.compute_net_benefit(gathered, PARAMS, 1)
+    _, embedded["net_benefit_difference"] = nodes.plot_net_benefit_difference(benefit, PARAMS)
+    model_input = cohort.drop(columns=["fold"])
+    size = nodes.assess_development_sample_size(gathered, model_input, model_input, PARAMS)
+    summary = nodes.summarise_results(metrics, tests, benefit, size, PARAMS)
     html = nodes.build_report(
         metrics=metrics,
         delong_tests=tests,
@@ -727,8 +748,22 @@ def test_evaluation_nodes_end_to_end(predictions: pd.DataFrame, cohort: pd.DataF
         oracle_comparison=oracle,
         data_quality_report={"patients_read": 151, "patients_included": 150},
         parameters={"evaluation": PARAMS, "seed": 1},
+        table_one_by_centre=by_centre,
+        table_one_by_outcome=by_outcome,
+        clinical_odds_ratios=odds,
+        net_benefit=benefit,
+        sample_size=size,
+        plain_summary=summary,
+        evaluation=PARAMS,
+        clinical_head_comparison=pd.DataFrame(),
+        dl_features_head_comparison=pd.DataFrame(),
+        combined_head_comparison=pd.DataFrame(),
         **embedded,
     )
+    assert set(odds["term"]) == {"age", "sex=M", "tumor_size_mm"}
+    assert summary[0].startswith("On the external centre (60 patients")
+    assert "On the external centre (60 patients" in html
+    assert "Table 1: baseline characteristics" in html
     assert study["Model"].nunique() == 6
     assert len(study) == 12
     assert html.count('<img src="data:image/png;base64,') == len(embedded) + 1  # + oracle

@@ -35,7 +35,11 @@ SIZE = 24
 EVALUATION = yaml.safe_load((PROJECT / "conf/base/parameters_evaluation.yml").read_text())[
     "evaluation"
 ]
-EVALUATION = {**EVALUATION, "gradcam": {"split": "external", "n_patients": 2}}
+EVALUATION = {
+    **EVALUATION,
+    "gradcam": {"split": "external", "n_patients": 2},
+    "bootstrap": {"enabled": True, "n_resamples": 200},  # fewer resamples: a fast test
+}
 HOSTILE = '<script src="https://example.org/x.js"></script>'
 
 
@@ -209,15 +213,16 @@ def test_report_refers_to_no_network_resource(report: str) -> None:
     assert "<link" not in report.lower()
     assert "url(" not in report.lower()
     assert "@import" not in report.lower()
-    # Text from the data is escaped, never turned into markup.
-    assert "&lt;script src=&quot;https://example.org/x.js&quot;&gt;" in report
+    # Text from the data is escaped, never turned into markup (Jinja2's autoescape).
+    assert "&lt;script src=&#34;https://example.org/x.js&#34;&gt;" in report
     assert report.isascii()
 
 
 def test_report_embeds_every_figure_as_a_png_data_uri(report: str) -> None:
     sources = re.findall(r'<img src="([^"]*)"', report)
-    # ROC, calibration, decision, training, three Grad-CAM panels and the oracle figure.
-    assert len(sources) == 8
+    # ROC, calibration, decision, net benefit vs treat-all, training, three Grad-CAM panels and
+    # the oracle figure.
+    assert len(sources) == 9
     for source in sources:
         assert source.startswith("data:image/png;base64,")
         png = base64.b64decode(source.split(",", 1)[1], validate=True)
@@ -267,7 +272,7 @@ def test_report_without_an_oracle_has_no_oracle_section() -> None:
     assert catalog.load("oracle_comparison").empty
     report = catalog.load("report")
     assert "Models against the oracle" not in report
-    assert len(re.findall(r"<img ", report)) == 7
+    assert len(re.findall(r"<img ", report)) == 8
     assert not any(
         name.startswith("external.oracle") for name in catalog.load("evaluation_metrics")
     )
@@ -280,7 +285,15 @@ def test_run_writes_every_output(evaluated: DataCatalog) -> None:
     metrics = evaluated.load("metrics")
     assert set(metrics["models"]) == set(MODELS)
     tests = evaluated.load("delong_tests")
-    assert len(tests) == 8  # the study's four comparisons on training and external sets
+    # The study's four comparisons on the external set; on the training centres only the two
+    # between heads, which have out-of-fold predictions (never between resubstitution fits).
+    assert len(tests) == 6
+    assert set(tests.loc[tests["split"] != "external", "model_a"]) == {"combined"}
+    assert "train" not in set(tests["split"])
+    for name in ("table_one_by_centre", "clinical_odds_ratios", "calibration_table"):
+        assert not evaluated.load(name).empty, name
+    assert evaluated.load("sample_size")["models"]["combined"]["minimum"] > 0
+    assert evaluated.load("plain_summary")
     predictions = evaluated.load("predictions")
     assert set(predictions["model"]) == set(MODELS)
     logged = evaluated.load("evaluation_metrics")

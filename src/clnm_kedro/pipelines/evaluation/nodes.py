@@ -86,7 +86,8 @@ def build_calibration_table(metrics: dict[str, Any]) -> pd.DataFrame:
 
 
 def _cohort_with_splits(cohort_table: pd.DataFrame, patient_splits: pd.DataFrame) -> pd.DataFrame:
-    cohort = cohort_table.assign(patient_id=cohort_table["patient_id"].astype(str))
+    cohort = cohort_table.drop(columns=["split"], errors="ignore")
+    cohort = cohort.assign(patient_id=cohort["patient_id"].astype(str))
     splits = patient_splits.assign(patient_id=patient_splits["patient_id"].astype(str))
     unknown = sorted(set(splits["patient_id"]) - set(cohort["patient_id"]))
     if unknown:
