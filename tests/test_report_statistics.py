@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import re
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -466,3 +467,14 @@ def test_unknown_evaluation_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="report_templte"):
         EvaluationSettings.from_params({"report_templte": "x.j2"})
     assert EvaluationSettings.from_params({}).bootstrap is True
+
+
+def test_the_packaged_template_is_package_data() -> None:
+    """`pip install .` and the wheel ship the template (checked by building one: it holds
+    clnm_kedro/reporting/templates/report.html.j2)."""
+    project = Path(__file__).resolve().parents[1]
+    config = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))
+    patterns = config["tool"]["setuptools"]["package-data"]["clnm_kedro.reporting"]
+    package = project / "src/clnm_kedro/reporting"
+    shipped = {path for pattern in patterns for path in package.glob(pattern)}
+    assert package / "templates/report.html.j2" in shipped
