@@ -43,10 +43,13 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return f"{number:.{digits}f}" if math.isfinite(number) else "not estimable"
 
 
-def _ci(values: Mapping[str, Any], key: str, digits: int = 2) -> str:
+def _ci(values: Mapping[str, Any], key: str, digits: int = 2, label: str = "") -> str:
     low, high = _num(values.get(f"{key}_lower")), _num(values.get(f"{key}_upper"))
     if math.isfinite(low) and math.isfinite(high):
-        return f"{_fmt(values.get(key), digits)} ({_fmt(low, digits)} to {_fmt(high, digits)})"
+        return (
+            f"{_fmt(values.get(key), digits)} ({label}{_fmt(low, digits)} to "
+            f"{_fmt(high, digits)})"
+        )
     return _fmt(values.get(key), digits)
 
 
@@ -120,7 +123,7 @@ def plain_summary(
     sentences.append(
         f"On the external centre ({external.get('n')} patients, {external.get('events')} with "
         f"CLNM), the {model_label(primary)} model separated patients with and without "
-        f"CLNM with an AUC of {_ci(external, 'auc')} ({percent} CI): "
+        f"CLNM with an AUC of {_ci(external, 'auc', label=percent + ' CI ')}: "
         f"{discrimination_word(auc)} discrimination."
     )
     development = models[primary]["splits"].get("train_cv")
