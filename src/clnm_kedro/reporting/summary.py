@@ -11,7 +11,8 @@ rules, stated once here:
   underestimated on average; below 0: overestimated);
 - a difference between two models is called a difference when its interval excludes 0 (the
   DeLong test's p below 1 - confidence level), otherwise "no clear difference";
-- net benefit above treat-all at a threshold when the interval of the difference is above 0;
+- net benefit "higher than operating on every patient and on none" at a threshold when the
+  intervals of its difference from treat-all and of the net benefit itself are above 0;
 - the external set is "small" below the configured number of events (usually 100).
 """
 
@@ -166,21 +167,24 @@ def plain_summary(
             & (net_benefit["panel"] == "external")
             & net_benefit["threshold"].round(6).isin([round(t, 6) for t in report_thresholds])
         ]
-        better = rows[rows["delta_lower"] > 0]["threshold"].tolist()
+        # Better than both default strategies: treat all (delta) and treat none (NB itself).
+        better = rows[(rows["delta_lower"] > 0) & (rows["net_benefit_lower"] > 0)][
+            "threshold"
+        ].tolist()
         worse = rows[rows["delta_upper"] < 0]["threshold"].tolist()
         if not rows.empty:
             if better:
                 listed = ", ".join(f"{t:.2f}" for t in better)
                 sentences.append(
-                    f"Compared with operating on every patient, the {model_label(primary)}"
-                    f" model gave a higher net benefit at threshold(s) {listed} on the external "
-                    "centre."
+                    f"The {model_label(primary)} model gave a higher net benefit than both "
+                    f"operating on every patient and on none at threshold(s) {listed} on the "
+                    "external centre."
                 )
             else:
                 sentences.append(
                     f"At none of the thresholds {', '.join(f'{t:.2f}' for t in rows['threshold'])}"
-                    " was its net benefit clearly above operating on every patient on the "
-                    "external centre."
+                    " was its net benefit clearly above both operating on every patient and on "
+                    "none on the external centre."
                 )
             if worse:
                 sentences.append(

@@ -50,7 +50,10 @@ def _value(value: Any) -> float:
 def format_number(value: Any, digits: int = 3) -> str:
     """``0.742``; an em dash when not estimable."""
     number = _value(value)
-    return f"{number:.{digits}f}" if math.isfinite(number) else MISSING
+    if not math.isfinite(number):
+        return MISSING
+    text = f"{number:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0.0 else text  # no "-0.000"
 
 
 def format_auc(auc: Any, lower: Any, upper: Any, digits: int = 3) -> str:
