@@ -150,6 +150,15 @@ def test_odds_ratios_match_statsmodels(small_cohort: pd.DataFrame) -> None:
     assert table[table["term"] == "sex=M"].iloc[0]["reference"] == "F"
 
 
+def test_odds_ratio_display_reads_the_same_after_a_csv_round_trip(
+    small_cohort: pd.DataFrame, tmp_path: Path
+) -> None:
+    table = odds_ratio_table(small_cohort, ["age", "sex"])
+    table.to_csv(tmp_path / "odds.csv", index=False)
+    shown = tables.odds_ratio_display(pd.read_csv(tmp_path / "odds.csv"))
+    assert list(shown["Indicator"]) == ["age", "sex=M (vs F)"]
+
+
 # --- sample size ----------------------------------------------------------------------------
 
 

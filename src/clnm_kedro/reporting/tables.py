@@ -442,8 +442,10 @@ def odds_ratio_display(odds: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for r in odds.to_dict("records"):
         term = str(r["term"])
-        if r["reference"]:
-            term = f"{term} (vs {r['reference']})"
+        reference = r.get("reference")
+        # A CSV read back gives NaN for an empty reference (a number: no reference level).
+        if isinstance(reference, str) and reference:
+            term = f"{term} (vs {reference})"
         rows.append(
             {
                 "Indicator": term,
