@@ -16,9 +16,14 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
+import re
 import shutil
+import signal
 import sqlite3
+import subprocess
+import sys
 import time
 import zipfile
 from collections.abc import Iterator
@@ -40,7 +45,17 @@ from kedro.pipeline import Node, Pipeline
 from mlflow import MlflowClient
 from PIL import Image
 
-from clnm_kedro.hooks import JOURNAL_NAME, UnfinishedOutputsHooks, output_file
+from clnm_kedro.hooks import (
+    JOURNAL_NAME,
+    LOCK_NAME,
+    RunLock,
+    RunLockedError,
+    RunLockHooks,
+    RunStatusHooks,
+    UnfinishedOutputsHooks,
+    fail_stale_optuna_trials,
+    output_file,
+)
 from cohort_factory import DICOM_IDENTIFIERS, write_dicom
 from kedro_project import make_project_copy, run_pipelines
 
@@ -461,3 +476,166 @@ def test_half_written_output_is_removed_when_a_save_fails(tmp_path: Path) -> Non
         {**run_params, "only_missing_outputs": True}, Pipeline([first_node]), catalog
     )
     assert not half.exists() and raw.exists() and done.exists()
+
+
+# --- one run at a time per project (no run needed) ----------------------------------------
+
+_HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from clnm_kedro.hooks import RunLock
+lock = RunLock(Path(sys.argv[1]))
+lock.acquire()
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+lock.release()
+"""
+
+
+def _python(code: str, *args: str) -> subprocess.Popen:
+    """A Python process running ``code`` with the project's sources importable."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args], env=env, stdout=subprocess.PIPE, text=True
+    )
+
+
+def _holding(data: Path, seconds: float) -> subprocess.Popen:
+    process = _python(_HOLD_LOCK, str(data), str(seconds))
+    assert process.stdout is not None and process.stdout.readline().strip() == "locked"
+    return process
+
+
+def test_a_second_run_in_one_project_stops_naming_the_first(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data, other = tmp_path / "a" / "data", tmp_path / "b" / "data"
+    data.mkdir(parents=True)
+    other.mkdir(parents=True)
+    holder = _holding(data, 60)
+    try:
+        hooks = RunLockHooks()
+        with pytest.raises(RunLockedError, match=rf"Another run .*pid {holder.pid} on host .*-c"):
+            hooks.before_pipeline_run({"project_path": str(data.parent)})
+        # another copy of the project runs alongside
+        elsewhere = RunLockHooks()
+        elsewhere.before_pipeline_run({"project_path": str(other.parent)})
+        assert json.loads((other / LOCK_NAME).read_text())["pid"] == os.getpid()
+        elsewhere.after_pipeline_run()
+        assert not (other / LOCK_NAME).exists()
+    finally:
+        holder.kill()  # kill -9: the lock file stays behind, the lock itself is gone
+        holder.wait()
+    assert json.loads((data / LOCK_NAME).read_text())["pid"] == holder.pid
+    with caplog.at_level(logging.WARNING, logger="clnm_kedro.hooks"):
+        hooks.before_pipeline_run({"project_path": str(data.parent)})
+    assert re.search(rf"stale run lock .*pid {holder.pid}", caplog.text)
+    assert json.loads((data / LOCK_NAME).read_text())["pid"] == os.getpid()
+    hooks.on_pipeline_error()
+    assert not (data / LOCK_NAME).exists()
+
+
+def test_a_second_run_waits_when_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "data").mkdir()
+    holder = _holding(tmp_path / "data", 2)
+    lock = RunLock(tmp_path / "data")
+    with pytest.raises(RunLockedError, match="CLNM_RUN_LOCK_WAIT_S"):
+        lock.acquire(wait_s=0)
+    started = time.monotonic()
+    lock.acquire(wait_s=60)
+    assert holder.wait() == 0
+    assert 0.5 < time.monotonic() - started < 60
+    lock.release()
+
+
+# --- an MLflow run status that tells the truth (no pipeline run needed) -------------------
+
+_RUN_UNTIL_SIGNAL = """
+import os, signal, sys, time
+from pathlib import Path
+import mlflow
+from clnm_kedro.hooks import RunStatusHooks
+mlflow.set_tracking_uri(sys.argv[1])
+run = mlflow.start_run()
+hooks = RunStatusHooks()
+hooks.before_pipeline_run({"project_path": sys.argv[2]}, {})
+print(run.info.run_id, flush=True)
+time.sleep(120)   # a node training a network
+"""
+
+
+@pytest.fixture(scope="module")
+def tracking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A fresh SQLite MLflow store, made the tracking store of this process for the module."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    MlflowClient().search_experiments()  # creates the tables once
+    yield uri
+    mlflow.set_tracking_uri(previous)
+
+
+def test_run_status_after_sigint_sigterm_and_kill_9(tracking: str, tmp_path: Path) -> None:
+    """Four runs in four processes (started together: the imports dominate the time)."""
+    processes = {
+        name: _python(_RUN_UNTIL_SIGNAL, tracking, str(tmp_path))
+        for name in ("SIGINT", "SIGTERM", "kill -9", "alive")
+    }
+    run_ids = {name: p.stdout.readline().strip() for name, p in processes.items()}  # type: ignore[union-attr]
+    client = MlflowClient()
+    assert {client.get_run(r).info.status for r in run_ids.values()} == {"RUNNING"}
+    processes["SIGINT"].send_signal(signal.SIGINT)  # Ctrl-C
+    processes["SIGTERM"].send_signal(signal.SIGTERM)
+    processes["kill -9"].kill()  # no handler, no exit hook runs
+    for name in ("SIGINT", "SIGTERM", "kill -9"):
+        assert processes[name].wait(timeout=60) != 0
+    assert processes["SIGTERM"].returncode == 128 + signal.SIGTERM
+
+    def status(name: str) -> tuple[str, str]:
+        run = client.get_run(run_ids[name])
+        return run.info.status, run.data.tags.get("clnm.end_reason", "")
+
+    assert status("SIGINT") == ("KILLED", "interrupted (Ctrl-C, SIGINT)")
+    assert status("SIGTERM") == ("KILLED", "stopped by SIGTERM")
+    assert status("kill -9")[0] == "RUNNING"
+
+    try:
+        with mlflow.start_run() as current:  # the next run in the same project
+            hooks = RunStatusHooks()
+            hooks.before_pipeline_run({"project_path": str(tmp_path)}, {})
+            hooks.after_pipeline_run()
+        killed, reason = status("kill -9")
+        assert killed == "KILLED" and f"pid {processes['kill -9'].pid}" in reason
+        assert status("alive") == ("RUNNING", "")  # a live run of another process is left alone
+        assert client.get_run(current.info.run_id).info.status == "FINISHED"
+    finally:
+        processes["alive"].kill()
+        processes["alive"].wait()
+
+
+def test_a_run_whose_hook_fails_ends_failed(tracking: str, tmp_path: Path) -> None:
+    """A hook failing before or after the nodes: Kedro calls no error hook, the process ends."""
+    run = mlflow.start_run()
+    hooks = RunStatusHooks()
+    hooks.before_pipeline_run({"project_path": str(tmp_path)}, {})
+    # ... a later hook raises (read-only data/, a model that cannot be logged): the process
+    # ends, and its exit handler closes the run
+    assert hooks.close_unfinished_run() == "FAILED"
+    assert mlflow.active_run() is None  # MLflow's own exit handler finds nothing to finish
+    closed = MlflowClient().get_run(run.info.run_id)
+    assert closed.info.status == "FAILED"
+    assert "before the run finished" in closed.data.tags["clnm.end_reason"]
+    hooks._restore_signals()
+
+
+def test_trials_left_running_by_a_killed_run_are_failed(tmp_path: Path) -> None:
+    storage = tmp_path / "optuna.db"
+    study = optuna.create_study(storage=f"sqlite:///{storage}", study_name="s")
+    study.tell(study.ask(), 0.5)
+    study.ask()  # a trial the killed process never finished
+    assert fail_stale_optuna_trials(storage) == 1
+    states = [
+        t.state.name
+        for t in optuna.load_study(study_name="s", storage=f"sqlite:///{storage}").trials
+    ]
+    assert states == ["COMPLETE", "FAIL"]
