@@ -8,6 +8,7 @@ Complements tests/test_cohort_validation.py (one check per rule, on the node fun
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 import shutil
 import unicodedata
@@ -22,13 +23,17 @@ import pydicom
 import pytest
 from kedro.io import DataCatalog, DatasetError, MemoryDataset
 from kedro.runner import SequentialRunner
+from mlflow.utils.validation import _validate_metric_name
 from PIL import Image
 from pydicom.encaps import encapsulate
 from pydicom.uid import JPEGLossless
 
 from clnm_kedro.cohort import CohortError
-from clnm_kedro.datasets import CohortDataset
+from clnm_kedro.datasets import CohortDataset, TableCSVDataset
+from clnm_kedro.datasets.table_csv_dataset import FORMULA_STARTS
 from clnm_kedro.pipelines.preprocessing import create_pipeline
+from clnm_kedro.pipelines.preprocessing.nodes import _metric_name
+from clnm_kedro.reporting.figures import plot_gradcam_panel
 from cohort_factory import FactoryCohort, write_cohort, write_dicom
 
 PREPROCESSING = {
@@ -618,3 +623,45 @@ def test_same_pixels_give_the_same_crop_in_every_format(tmp_path: Path) -> None:
         other = run_preprocessing(cohort_dir)["roi_crops"]
         row = int(patient[1:]) - 1
         np.testing.assert_array_equal(other[row], crops[row], err_msg=make.__name__)
+
+
+# --- our own tables, figures and metric keys ---------------------------------------------
+
+
+def test_our_tables_read_back_as_written(tmp_path: Path) -> None:
+    """NA words stay text; formula-like cells are written inert and read back unchanged."""
+    ids = [*NA_WORDS, "=HYPERLINK(1)", "+cmd|x", "@SUM(A1)", "-2", "'quoted", "\tTab", "P$6$"]
+    table = pd.DataFrame(
+        {
+            "patient_id": ids,
+            "center": ["NA"] * len(ids),
+            "probability": np.linspace(0.05, 0.95, len(ids)),
+            "reason": ["null", "", *["N/A"] * (len(ids) - 2)],
+        }
+    )
+    dataset = TableCSVDataset(filepath=str(tmp_path / "predictions.csv"))
+    dataset.save(table)
+    written = (tmp_path / "predictions.csv").read_text(encoding="utf-8")
+    for line in written.splitlines()[1:]:
+        assert not line.startswith(FORMULA_STARTS), line  # no cell a spreadsheet would run
+    assert "'=HYPERLINK(1)" in written and "''quoted" in written
+    back = dataset.load()
+    expected = table.assign(reason=table["reason"].replace("", np.nan))
+    pd.testing.assert_frame_equal(back, expected)
+
+
+def test_a_dollar_in_a_patient_id_is_plain_text_in_grad_cam() -> None:
+    crops = np.zeros((2, 2, 8, 8), dtype=np.uint8)
+    captions = ["P$6$\nCLNM yes, risk 0.40", "$x^{$\nCLNM no, risk 0.10"]
+    figure = plot_gradcam_panel(crops, np.zeros((2, 2, 8, 8)), (0, 1), captions, title="t")
+    figure.savefig(io.BytesIO(), format="png")  # mathtext would raise here
+    assert figure.axes[0].get_ylabel() == captions[0]
+
+
+@pytest.mark.parametrize("centre", ["Lyon//Sud", "L" * 259, "../up", "Zürich (Süd)", "/abs", " "])
+def test_any_centre_name_gives_a_valid_mlflow_metric_key(centre: str) -> None:
+    key = f"included.{_metric_name(centre)}"
+    _validate_metric_name(key)  # raises MlflowException for a key MLflow refuses
+    assert len(key) <= 250
+    assert _metric_name(centre) != _metric_name(centre + "x")  # two centres, two keys
+    assert _metric_name("CENTER_A") == "CENTER_A"
