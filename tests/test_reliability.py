@@ -45,6 +45,7 @@ from kedro.pipeline import Node, Pipeline
 from mlflow import MlflowClient
 from PIL import Image
 
+from clnm_kedro.heads.search import optuna_figures
 from clnm_kedro.hooks import (
     JOURNAL_NAME,
     LOCK_NAME,
@@ -639,3 +640,25 @@ def test_trials_left_running_by_a_killed_run_are_failed(tmp_path: Path) -> None:
         for t in optuna.load_study(study_name="s", storage=f"sqlite:///{storage}").trials
     ]
     assert states == ["COMPLETE", "FAIL"]
+
+
+# --- a figure never sinks a run ---------------------------------------------------------------
+
+
+def test_tied_trials_give_a_figure_saying_why_instead_of_a_crash(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Two trials of a family with the same CV AUC: fANOVA finds zero variance in all trees."""
+    study = optuna.create_study(study_name="combined.logistic", direction="maximize")
+    for c in (0.1, 10.0):
+        study.enqueue_trial({"C": c})
+    study.optimize(lambda trial: 0.75 + 0 * trial.suggest_float("C", 0.01, 100, log=True), 2)
+    with caplog.at_level(logging.WARNING, logger="clnm_kedro.heads.search"):
+        figures = optuna_figures(study)
+    assert figures["optimization_history"] is not None
+    importances = figures["param_importances"]
+    assert importances is not None
+    texts = " ".join(t.get_text() for t in importances.axes[0].texts)
+    assert "Not drawn: " in texts and "zero total variance" in texts
+    assert "could not be drawn" in caplog.text
+    importances.savefig(io.BytesIO(), format="png")
