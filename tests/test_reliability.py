@@ -57,6 +57,7 @@ from clnm_kedro.hooks import (
     fail_stale_optuna_trials,
     output_file,
 )
+from clnm_kedro.simulation.cohort import WRITER_FILE, _remove_abandoned_partials
 from cohort_factory import DICOM_IDENTIFIERS, write_dicom
 from kedro_project import make_project_copy, run_pipelines
 
@@ -662,3 +663,20 @@ def test_tied_trials_give_a_figure_saying_why_instead_of_a_crash(
     assert "Not drawn: " in texts and "zero total variance" in texts
     assert "could not be drawn" in caplog.text
     importances.savefig(io.BytesIO(), format="png")
+
+
+def test_a_killed_simulation_leaves_no_hidden_folder_behind(tmp_path: Path) -> None:
+    """The next simulation removes ``.<cohort>.*.partial`` folders whose writer is gone."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    cohort = tmp_path / "cohort"
+    left = tmp_path / ".cohort.k1ll3d.partial"
+    writing = tmp_path / ".cohort.busy.partial"
+    unmarked = tmp_path / ".cohort.0ld.partial"
+    for folder, pid in ((left, dead.pid), (writing, os.getpid()), (unmarked, None)):
+        (folder / "images").mkdir(parents=True)
+        if pid is not None:
+            (folder / WRITER_FILE).write_text(json.dumps({"pid": pid}))
+    _remove_abandoned_partials(cohort)
+    assert not left.exists() and not unmarked.exists()
+    assert writing.exists()  # a live simulation's folder is left alone

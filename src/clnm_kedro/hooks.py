@@ -29,11 +29,9 @@ import logging
 import os
 import signal
 import socket
-import sys
 import threading
 import time
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +45,8 @@ import optuna
 from kedro.framework.hooks import hook_impl
 from kedro.pipeline import Pipeline
 from kedro.pipeline.node import Node
+
+from clnm_kedro.processes import process_alive, this_process
 
 logger = logging.getLogger(__name__)
 
@@ -240,44 +240,6 @@ _LOCK_POLL_S = 1.0
 
 class RunLockedError(RuntimeError):
     """Another run holds this project's data folder."""
-
-
-def _process_start(pid: int) -> str:
-    """When process ``pid`` started (clock ticks since boot, Linux), or "" if unknown.
-
-    Together with the pid it names one process: a pid alone may be reused after a reboot or
-    a long time.
-    """
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
-        return stat.rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return ""
-
-
-def process_alive(pid: int, started: str = "") -> bool:
-    """Whether process ``pid`` (started at ``started``, if known) still runs on this host."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, under another user
-        pass
-    now = _process_start(pid)
-    return not (started and now and now != started)
-
-
-def this_process() -> dict[str, Any]:
-    """pid, host, start time and command line of this process (as written in the lock)."""
-    return {
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-        "process_start": _process_start(os.getpid()),
-        "started": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": " ".join(sys.argv) or sys.executable,
-    }
 
 
 def _describe(holder: dict[str, Any]) -> str:
