@@ -41,6 +41,7 @@ from kedro.framework.hooks import hook_impl
 from kedro.framework.project import pipelines
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
+from kedro.io import DataCatalog, MemoryDataset
 from kedro.pipeline import Node, Pipeline
 from mlflow import MlflowClient
 from PIL import Image
@@ -53,9 +54,11 @@ from clnm_kedro.hooks import (
     RunLockedError,
     RunLockHooks,
     RunStatusHooks,
+    TrainedOnHooks,
     UnfinishedOutputsHooks,
     fail_stale_optuna_trials,
     output_file,
+    warn_on_training_patients,
 )
 from clnm_kedro.simulation.cohort import WRITER_FILE, _remove_abandoned_partials
 from cohort_factory import DICOM_IDENTIFIERS, write_dicom
@@ -680,3 +683,22 @@ def test_a_killed_simulation_leaves_no_hidden_folder_behind(tmp_path: Path) -> N
     _remove_abandoned_partials(cohort)
     assert not left.exists() and not unmarked.exists()
     assert writing.exists()  # a live simulation's folder is left alone
+
+
+def test_scoring_the_training_patients_warns(caplog: pytest.LogCaptureFixture) -> None:
+    splits = pd.DataFrame(
+        {"patient_id": ["A1", "NA", "B1"], "split": ["train", "train", "external"]}
+    )
+    scored = pd.DataFrame({"patient_id": ["NA", "B1", "C1"]})
+    catalog = DataCatalog({"patient_splits": MemoryDataset(splits)})
+    hooks = TrainedOnHooks()
+    hooks.before_pipeline_run(catalog)
+    with caplog.at_level(logging.WARNING, logger="clnm_kedro.hooks"):
+        hooks.after_node_run(
+            _node("select_scored_patients", ["inference_scored_patients"]),
+            {"inference_scored_patients": scored},
+        )
+    assert "1 of the 3 patients scored (e.g. NA) are training patients" in caplog.text
+    caplog.clear()
+    assert warn_on_training_patients(scored.iloc[1:], splits) == []
+    assert not caplog.text
