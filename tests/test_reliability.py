@@ -46,18 +46,23 @@ from kedro.pipeline import Node, Pipeline
 from mlflow import MlflowClient
 from PIL import Image
 
+import clnm_kedro
 from clnm_kedro.heads.search import optuna_figures
 from clnm_kedro.hooks import (
+    DEFAULT_TORCH_THREADS,
     JOURNAL_NAME,
     LOCK_NAME,
+    TORCH_THREADS_ENV,
     RunLock,
     RunLockedError,
     RunLockHooks,
     RunStatusHooks,
+    TorchThreadsHooks,
     TrainedOnHooks,
     UnfinishedOutputsHooks,
     fail_stale_optuna_trials,
     output_file,
+    torch_threads,
     warn_on_training_patients,
 )
 from clnm_kedro.simulation.cohort import WRITER_FILE, _remove_abandoned_partials
@@ -702,3 +707,44 @@ def test_scoring_the_training_patients_warns(caplog: pytest.LogCaptureFixture) -
     caplog.clear()
     assert warn_on_training_patients(scored.iloc[1:], splits) == []
     assert not caplog.text
+
+
+def test_pytorch_runs_with_a_fixed_thread_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another thread count gives other sums: a run uses a fixed one, not the core count."""
+    monkeypatch.delenv(TORCH_THREADS_ENV, raising=False)
+    assert torch_threads() == DEFAULT_TORCH_THREADS
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv(TORCH_THREADS_ENV, "1")
+        TorchThreadsHooks().before_pipeline_run()
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    monkeypatch.setenv(TORCH_THREADS_ENV, "auto")
+    assert torch_threads() is None
+    monkeypatch.setenv(TORCH_THREADS_ENV, "many")
+    with pytest.raises(ValueError, match="CLNM_TORCH_THREADS='many'"):
+        torch_threads()
+
+
+def test_cpu_kernels_are_pinned_to_avx2_unless_the_environment_says_otherwise() -> None:
+    code = (
+        "import os, clnm_kedro; print(os.environ.get('ONEDNN_MAX_CPU_ISA'), "
+        "os.environ.get('ATEN_CPU_CAPABILITY'), os.environ.get('MKL_CBWR'))"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in clnm_kedro.CPU_KERNEL_PINS}
+    env["PYTHONPATH"] = os.pathsep.join(sys.path)
+
+    def run(**extra: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-c", code],
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return result.stdout.strip()
+
+    assert run() == "AVX2 avx2 AVX2"
+    assert run(ONEDNN_MAX_CPU_ISA="ALL") == "ALL avx2 AVX2"  # the user's value wins
+    assert run(CLNM_PIN_CPU_KERNELS="0") == "None None None"

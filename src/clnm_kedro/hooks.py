@@ -659,3 +659,52 @@ def warn_on_training_patients(scored: Any, splits: Any) -> list[str]:
             ", ".join(seen[:3]),
         )
     return seen
+
+
+# --- the same numbers on any machine: a fixed number of PyTorch threads ---------------------
+
+TORCH_THREADS_ENV = "CLNM_TORCH_THREADS"
+# PyTorch splits its sums (convolution gradients, reductions) by thread: another thread count
+# gives other last bits, and after a few epochs other weights. A fixed count, not the machine's
+# number of cores, keeps a run's numbers the same on every machine (with the AVX2 pins of
+# clnm_kedro/__init__.py). 0 or "auto": PyTorch's own choice (all cores; faster on a large
+# machine, numbers then depend on it).
+DEFAULT_TORCH_THREADS = 2
+
+
+def torch_threads() -> int | None:
+    """The intra-op thread count a run uses (``None``: PyTorch's default)."""
+    text = os.environ.get(TORCH_THREADS_ENV, "").strip().lower()
+    if not text:
+        return DEFAULT_TORCH_THREADS
+    if text in ("0", "auto"):
+        return None
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise ValueError(
+            f"{TORCH_THREADS_ENV}={text!r}: give a number of threads (1, 2, ...) or 0/auto."
+        )
+    return count
+
+
+class TorchThreadsHooks:
+    """Run PyTorch with :func:`torch_threads` intra-op threads (see ``DEFAULT_TORCH_THREADS``)."""
+
+    @hook_impl
+    def before_pipeline_run(self) -> None:
+        """Fix the thread count before any node runs."""
+        count = torch_threads()
+        if count is None:
+            return
+        import torch  # noqa: PLC0415 - only runs that use it pay for the import
+
+        if torch.get_num_threads() != count:
+            logger.info(
+                "PyTorch runs with %d thread(s) (%s; the same numbers on any machine).",
+                count,
+                TORCH_THREADS_ENV,
+            )
+            torch.set_num_threads(count)
