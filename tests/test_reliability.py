@@ -57,9 +57,10 @@ from clnm_kedro.hooks import (
     RunLockedError,
     RunLockHooks,
     RunStatusHooks,
-    TorchThreadsHooks,
+    SameNumbersHooks,
     TrainedOnHooks,
     UnfinishedOutputsHooks,
+    check_blas_kernels,
     fail_stale_optuna_trials,
     output_file,
     torch_threads,
@@ -716,7 +717,7 @@ def test_pytorch_runs_with_a_fixed_thread_count(monkeypatch: pytest.MonkeyPatch)
     before = torch.get_num_threads()
     try:
         monkeypatch.setenv(TORCH_THREADS_ENV, "1")
-        TorchThreadsHooks().before_pipeline_run()
+        SameNumbersHooks().before_pipeline_run()
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
@@ -748,3 +749,15 @@ def test_cpu_kernels_are_pinned_to_avx2_unless_the_environment_says_otherwise() 
     assert run() == "AVX2 avx2 AVX2"
     assert run(ONEDNN_MAX_CPU_ISA="ALL") == "ALL avx2 AVX2"  # the user's value wins
     assert run(CLNM_PIN_CPU_KERNELS="0") == "None None None"
+
+
+@pytest.mark.parametrize(("architecture", "warns"), [("SkylakeX", True), ("Haswell", False)])
+def test_avx512_blas_kernels_are_reported(
+    monkeypatch: pytest.MonkeyPatch, architecture: str, warns: bool
+) -> None:
+    info = [{"internal_api": "openblas", "architecture": architecture}]
+    monkeypatch.setattr("threadpoolctl.threadpool_info", lambda: info)
+    message = check_blas_kernels()
+    assert (message is not None) == warns
+    if warns:
+        assert "OPENBLAS_CORETYPE=Haswell" in message

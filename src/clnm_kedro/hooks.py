@@ -690,12 +690,47 @@ def torch_threads() -> int | None:
     return count
 
 
-class TorchThreadsHooks:
-    """Run PyTorch with :func:`torch_threads` intra-op threads (see ``DEFAULT_TORCH_THREADS``)."""
+# OpenBLAS kernels that give the same numbers as on any AVX2 machine (Zen uses Haswell's).
+AVX2_BLAS_KERNELS = ("haswell", "zen")
+
+
+def check_blas_kernels() -> str | None:
+    """A warning when NumPy's OpenBLAS runs wider (AVX-512) kernels than an AVX2 machine has.
+
+    Their sums differ in the last bits, and so do the heads fitted with them. The kernel is
+    chosen when NumPy loads, so only ``OPENBLAS_CORETYPE=Haswell`` in the environment of the
+    command (the Makefile exports it) can change it.
+    """
+    from threadpoolctl import threadpool_info  # noqa: PLC0415 - scikit-learn's dependency
+
+    for library in threadpool_info():
+        architecture = str(library.get("architecture") or "")
+        if library.get("internal_api") != "openblas" or not architecture:
+            continue
+        if architecture.lower() not in AVX2_BLAS_KERNELS:
+            message = (
+                f"OpenBLAS uses its {architecture} kernels: the heads' numbers may differ in "
+                "the last digits from another machine's. For the numbers of any AVX2 machine, "
+                "start the run with OPENBLAS_CORETYPE=Haswell in the environment (`make run` "
+                "does), or CLNM_PIN_CPU_KERNELS=0 to silence this."
+            )
+            logger.warning(message)
+            return message
+    return None
+
+
+class SameNumbersHooks:
+    """The same numbers on any x86-64 machine with AVX2 (docs/reproducibility.md).
+
+    PyTorch runs with :func:`torch_threads` intra-op threads; a warning says when NumPy's
+    OpenBLAS runs AVX-512 kernels (see :func:`check_blas_kernels`).
+    """
 
     @hook_impl
     def before_pipeline_run(self) -> None:
         """Fix the thread count before any node runs."""
+        if os.environ.get("CLNM_PIN_CPU_KERNELS", "1").strip() not in ("0", "false", "no"):
+            check_blas_kernels()
         count = torch_threads()
         if count is None:
             return

@@ -13,7 +13,7 @@ from kedro.utils import find_kedro_project
 from clnm_kedro.hooks import (
     RunLockHooks,
     RunStatusHooks,
-    TorchThreadsHooks,
+    SameNumbersHooks,
     TrainedOnHooks,
     UnfinishedOutputsHooks,
 )
@@ -27,7 +27,7 @@ HOOKS = (
     RunLockHooks(),
     RunStatusHooks(),
     TrainedOnHooks(),
-    TorchThreadsHooks(),  # the same numbers on any machine (docs/reproducibility.md)
+    SameNumbersHooks(),  # the same numbers on any machine (docs/reproducibility.md)
 )
 
 
