@@ -565,8 +565,9 @@ _RUN_UNTIL_SIGNAL = """
 import os, signal, sys, time
 from pathlib import Path
 import mlflow
-from clnm_kedro.hooks import RunStatusHooks
+from clnm_kedro.hooks import RunLockHooks, RunStatusHooks
 mlflow.set_tracking_uri(sys.argv[1])
+RunLockHooks().before_pipeline_run({"project_path": sys.argv[2]})
 run = mlflow.start_run()
 hooks = RunStatusHooks()
 hooks.before_pipeline_run({"project_path": sys.argv[2]}, {})
@@ -588,8 +589,8 @@ def tracking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 def test_run_status_after_sigint_sigterm_and_kill_9(tracking: str, tmp_path: Path) -> None:
     """Four runs in four processes (started together: the imports dominate the time)."""
-    processes = {
-        name: _python(_RUN_UNTIL_SIGNAL, tracking, str(tmp_path))
+    processes = {  # each in its own project folder (one run per project)
+        name: _python(_RUN_UNTIL_SIGNAL, tracking, str(tmp_path / name))
         for name in ("SIGINT", "SIGTERM", "kill -9", "alive")
     }
     run_ids = {name: p.stdout.readline().strip() for name, p in processes.items()}  # type: ignore[union-attr]
@@ -609,6 +610,9 @@ def test_run_status_after_sigint_sigterm_and_kill_9(tracking: str, tmp_path: Pat
     assert status("SIGINT") == ("KILLED", "interrupted (Ctrl-C, SIGINT)")
     assert status("SIGTERM") == ("KILLED", "stopped by SIGTERM")
     assert status("kill -9")[0] == "RUNNING"
+    # the lock is released at exit; only the kill -9 leaves its (stale) file behind
+    locks = {name: (tmp_path / name / "data" / LOCK_NAME).exists() for name in processes}
+    assert locks == {"SIGINT": False, "SIGTERM": False, "kill -9": True, "alive": True}
 
     try:
         with mlflow.start_run() as current:  # the next run in the same project

@@ -374,6 +374,7 @@ class RunLockHooks:
 
     def __init__(self) -> None:
         self._lock: RunLock | None = None
+        self._atexit = False
 
     @hook_impl(tryfirst=True)
     def before_pipeline_run(self, run_params: dict[str, Any]) -> None:
@@ -386,6 +387,9 @@ class RunLockHooks:
         data.mkdir(parents=True, exist_ok=True)
         self._lock = RunLock(data)
         self._lock.acquire(_lock_wait_s())
+        if not self._atexit:  # Ctrl-C, SIGTERM or a failing hook: no after-run hook runs
+            atexit.register(self._release)
+            self._atexit = True
 
     @hook_impl(trylast=True)
     def after_pipeline_run(self) -> None:
