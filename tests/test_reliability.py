@@ -571,6 +571,8 @@ RunLockHooks().before_pipeline_run({"project_path": sys.argv[2]})
 run = mlflow.start_run()
 hooks = RunStatusHooks()
 hooks.before_pipeline_run({"project_path": sys.argv[2]}, {})
+for node in range(2):  # kedro-mlflow reopens its run in each node (nested: stacked again)
+    mlflow.start_run(run_id=run.info.run_id, nested=True)
 print(run.info.run_id, flush=True)
 time.sleep(120)   # a node training a network
 """

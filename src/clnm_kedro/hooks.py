@@ -597,11 +597,11 @@ class RunStatusHooks:
             if client.get_run(self._run_id).info.status != "RUNNING":
                 return None
             client.set_tag(self._run_id, END_REASON_TAG, reason)
-            active = mlflow.active_run()
-            if active is not None and active.info.run_id == self._run_id:
-                mlflow.end_run(status)  # also keeps MLflow's own exit handler from closing it
-            else:
-                client.set_terminated(self._run_id, status)
+            # kedro-mlflow reopens its run in every node (nested: the same run many times on
+            # MLflow's stack): empty the stack, or MLflow's own exit handler marks it FINISHED
+            while mlflow.active_run() is not None:
+                mlflow.end_run(status)
+            client.set_terminated(self._run_id, status)
         except Exception as error:  # at exit: report, never raise
             logger.error("Could not mark the MLflow run %s %s: %s", self._run_id, status, error)
             return None
