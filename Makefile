@@ -7,6 +7,9 @@ BIN    := $(VENV)/bin
 export KEDRO_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export MPLBACKEND := Agg
+# The same numbers on any x86-64 machine with AVX2: NumPy's OpenBLAS reads this when it loads,
+# before the project can set it (PyTorch's and MKL's pins are set by clnm_kedro/__init__.py).
+export OPENBLAS_CORETYPE ?= Haswell
 
 .PHONY: setup run test lint viz viz-screenshot mlflow-ui optuna-dashboard clean-data
 

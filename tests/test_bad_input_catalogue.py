@@ -8,8 +8,10 @@ Complements tests/test_cohort_validation.py (one check per rule, on the node fun
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 import shutil
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +23,17 @@ import pydicom
 import pytest
 from kedro.io import DataCatalog, DatasetError, MemoryDataset
 from kedro.runner import SequentialRunner
+from mlflow.utils.validation import _validate_metric_name
 from PIL import Image
 from pydicom.encaps import encapsulate
 from pydicom.uid import JPEGLossless
 
 from clnm_kedro.cohort import CohortError
-from clnm_kedro.datasets import CohortDataset
+from clnm_kedro.datasets import CohortDataset, TableCSVDataset
+from clnm_kedro.datasets.table_csv_dataset import FORMULA_STARTS
 from clnm_kedro.pipelines.preprocessing import create_pipeline
+from clnm_kedro.pipelines.preprocessing.nodes import _metric_name
+from clnm_kedro.reporting.figures import plot_gradcam_panel
 from cohort_factory import FactoryCohort, write_cohort, write_dicom
 
 PREPROCESSING = {
@@ -56,13 +62,15 @@ class KeptDataset(MemoryDataset):
         pass
 
 
-def run_preprocessing(root: Path, split: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_preprocessing(
+    root: Path, split: dict[str, Any] | None = None, preprocessing: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The preprocessing pipeline, as ``kedro run --pipelines preprocessing`` runs its nodes."""
     pipeline = create_pipeline()
     catalog = DataCatalog(
         {
             "raw_cohort": CohortDataset(str(root)),
-            "params:preprocessing": MemoryDataset(PREPROCESSING),
+            "params:preprocessing": MemoryDataset({**PREPROCESSING, **(preprocessing or {})}),
             "params:split": MemoryDataset(split or SPLIT),
             "params:seed": MemoryDataset(1),
             **{name: KeptDataset() for name in pipeline.all_outputs()},
@@ -254,6 +262,86 @@ def trailing_empty_row(cohort: FactoryCohort) -> None:
     (cohort.root / "clinical.csv").write_text(text + ",,,,,,,,,\n")
 
 
+def _rename(cohort: FactoryCohort, renames: dict[str, str], *, folders: bool = True) -> None:
+    """Give patients new IDs in both tables (and their image folders, if ``folders``)."""
+    for name in ("clinical.csv", "rois.csv"):
+        table = pd.read_csv(cohort.root / name, dtype=str, keep_default_na=False)
+        table["patient_id"] = table["patient_id"].replace(renames)
+        table.to_csv(cohort.root / name, index=False)
+    if folders:
+        for old, new in renames.items():
+            (cohort.root / "images" / old).rename(cohort.root / "images" / new)
+
+
+LONG_ID = "P" + "0" * 299  # longer than a file name may be (255 bytes)
+
+
+def id_too_long_for_a_file_name(cohort: FactoryCohort) -> None:
+    _rename(cohort, {"P021": LONG_ID}, folders=False)  # no folder can carry that name
+
+
+def huge_box_coordinate(cohort: FactoryCohort) -> None:
+    rois = pd.read_csv(cohort.root / "rois.csv", dtype=str)
+    rois.loc[(rois["patient_id"] == "P022") & (rois["view"] == "longitudinal"), "x_max"] = "1e20"
+    rois.to_csv(cohort.root / "rois.csv", index=False)
+
+
+def infinite_extra_column(cohort: FactoryCohort) -> None:
+    table = _clinical(cohort)
+    table["thyroglobulin"] = "1.5"
+    table.loc[table["patient_id"] == "P023", "thyroglobulin"] = "inf"
+    table.to_csv(cohort.root / "clinical.csv", index=False)
+
+
+def nul_byte_in_a_cell(cohort: FactoryCohort) -> None:
+    _set(cohort, "P024", "age", "4\x005")
+
+
+def huge_dicom_header(cohort: FactoryCohort) -> None:
+    def write(stem: Path, pixels: np.ndarray) -> None:
+        path = stem.with_suffix(".dcm")
+        write_dicom(path, pixels)
+        dataset = pydicom.dcmread(path)
+        dataset.Rows, dataset.Columns = 20000, 20000  # 400 megapixels, as a 20000² RLE file
+        dataset.save_as(path, enforce_file_format=True)
+
+    _replace_image(cohort, "P025", "longitudinal", write)
+
+
+def link_out_of_the_cohort(cohort: FactoryCohort) -> None:
+    path = cohort.image("P026", "transverse")
+    outside = cohort.root.parent / "elsewhere.png"
+    path.rename(outside)
+    path.symlink_to(outside)
+
+
+def animated_png(cohort: FactoryCohort) -> None:
+    path = cohort.image("P027", "longitudinal")
+    frame = Image.open(path)
+    frame.save(path, save_all=True, append_images=[frame.point(lambda v: 255 - v)])
+
+
+def nfd_folder_for_an_nfc_id(cohort: FactoryCohort) -> None:
+    _rename(cohort, {"P028": "Müller 028"}, folders=False)
+    (cohort.root / "images" / "P028").rename(
+        cohort.root / "images" / unicodedata.normalize("NFD", "Müller 028")
+    )
+
+
+NA_WORDS = ("NA", "null", "None", "nan")
+
+
+def na_words_as_ids_and_centre(cohort: FactoryCohort) -> None:
+    _rename(cohort, dict(zip(("P002", "P003", "P004", "P005"), NA_WORDS, strict=True)))
+    table = _clinical(cohort)
+    table.loc[table["center"] == "CENTER_A", "center"] = "NA"
+    table.to_csv(cohort.root / "clinical.csv", index=False)
+
+
+def dollar_and_formula_ids(cohort: FactoryCohort) -> None:
+    _rename(cohort, {"P006": "P$006$", "P007": "=HYPERLINK(1)", "P008": "+cmd|x"})
+
+
 @dataclass(frozen=True)
 class Stops:
     """The run stops with ``error`` whose message matches ``message``."""
@@ -403,8 +491,78 @@ CATALOGUE: dict[str, tuple[Callable[[FactoryCohort], None], Stops | Excludes | R
         trailing_empty_row,
         Stops(CohortError, r"a row with no patient_id \(line 44\): patient_id is empty"),
     ),
+    "ID too long for a file name": (
+        id_too_long_for_a_file_name,
+        Excludes(
+            LONG_ID,
+            "longitudinal",
+            f"images/{LONG_ID}/longitudinal.png|.jpg|.jpeg|.dcm",
+            r"^cannot look for its image folder: File name too long$",
+        ),
+    ),
+    "box coordinate 1e20": (
+        huge_box_coordinate,
+        Excludes(
+            "P022",
+            "longitudinal",
+            "rois.csv",
+            r"^box coordinate\(s\) out of range: x_max=1e20 \(no image is that large\)$",
+        ),
+    ),
+    "inf in an extra numeric column": (
+        infinite_extra_column,
+        Stops(CohortError, r"patient P023 \(line 24\): thyroglobulin = 'inf' is not finite"),
+    ),
+    "NUL byte in a cell": (
+        nul_byte_in_a_cell,
+        Stops(DatasetError, r"clinical\.csv' holds a NUL byte .* on line 25 \(patient P024\)"),
+    ),
+    "DICOM over the pixel limit": (
+        huge_dicom_header,
+        Excludes(
+            "P025",
+            "longitudinal",
+            "images/P025/longitudinal.dcm",
+            r"^the image is too large \(20000×20000 = 400,000,000 pixels\): more than",
+        ),
+    ),
+    "symbolic link out of the cohort": (
+        link_out_of_the_cohort,
+        Excludes(
+            "P026",
+            "transverse",
+            "images/P026/transverse.png",
+            r"^the file is a symbolic link to outside the cohort folder",
+        ),
+    ),
+    "animated PNG": (
+        animated_png,
+        Excludes(
+            "P027",
+            "longitudinal",
+            "images/P027/longitudinal.png",
+            r"^animated image \(2 frames\): the ROI box cannot be tied to one frame",
+        ),
+    ),
+    "NFD folder name for an NFC ID": (
+        nfd_folder_for_an_nfc_id,
+        Excludes(
+            "Müller 028",
+            "longitudinal",
+            "images/Müller 028/longitudinal.png|.jpg|.jpeg|.dcm",
+            r"^no image folder images/Müller 028/ \(there is images/Mu\u0308ller 028/, the same "
+            r"letters in another Unicode normalisation",
+        ),
+    ),
+    "NA words as IDs and centre": (na_words_as_ids_and_centre, Reads(NA_WORDS)),
+    "$ and formulas in IDs": (dollar_and_formula_ids, Reads(("P$006$", "=HYPERLINK(1)", "+cmd|x"))),
 }
 SPLITS = {"unknown external centre": {"external_centers": ["CENTER_Z"], "n_folds": 3}}
+PREPROCESSING_OVERRIDES = {
+    "inf in an extra numeric column": {
+        "clinical_columns": [*PREPROCESSING["clinical_columns"], "thyroglobulin"]
+    }
+}
 
 
 @pytest.mark.parametrize("case", list(CATALOGUE))
@@ -414,12 +572,13 @@ def test_bad_cohort(case: str, tmp_path: Path) -> None:
     make(cohort)
     before = checksums(cohort.root)
     split = SPLITS.get(case)
+    preprocessing = PREPROCESSING_OVERRIDES.get(case)
 
     if isinstance(outcome, Stops):
         with pytest.raises(outcome.error, match=outcome.message):
-            run_preprocessing(cohort.root, split)
+            run_preprocessing(cohort.root, split, preprocessing)
     else:
-        out = run_preprocessing(cohort.root, split)
+        out = run_preprocessing(cohort.root, split, preprocessing)
         exclusions = out["exclusions"]
         included = set(out["cohort_table"]["patient_id"])
         if isinstance(outcome, Excludes):
@@ -464,3 +623,45 @@ def test_same_pixels_give_the_same_crop_in_every_format(tmp_path: Path) -> None:
         other = run_preprocessing(cohort_dir)["roi_crops"]
         row = int(patient[1:]) - 1
         np.testing.assert_array_equal(other[row], crops[row], err_msg=make.__name__)
+
+
+# --- our own tables, figures and metric keys ---------------------------------------------
+
+
+def test_our_tables_read_back_as_written(tmp_path: Path) -> None:
+    """NA words stay text; formula-like cells are written inert and read back unchanged."""
+    ids = [*NA_WORDS, "=HYPERLINK(1)", "+cmd|x", "@SUM(A1)", "-2", "'quoted", "\tTab", "P$6$"]
+    table = pd.DataFrame(
+        {
+            "patient_id": ids,
+            "center": ["NA"] * len(ids),
+            "probability": np.linspace(0.05, 0.95, len(ids)),
+            "reason": ["null", "", *["N/A"] * (len(ids) - 2)],
+        }
+    )
+    dataset = TableCSVDataset(filepath=str(tmp_path / "predictions.csv"))
+    dataset.save(table)
+    written = (tmp_path / "predictions.csv").read_text(encoding="utf-8")
+    for line in written.splitlines()[1:]:
+        assert not line.startswith(FORMULA_STARTS), line  # no cell a spreadsheet would run
+    assert "'=HYPERLINK(1)" in written and "''quoted" in written
+    back = dataset.load()
+    expected = table.assign(reason=table["reason"].replace("", np.nan))
+    pd.testing.assert_frame_equal(back, expected)
+
+
+def test_a_dollar_in_a_patient_id_is_plain_text_in_grad_cam() -> None:
+    crops = np.zeros((2, 2, 8, 8), dtype=np.uint8)
+    captions = ["P$6$\nCLNM yes, risk 0.40", "$x^{$\nCLNM no, risk 0.10"]
+    figure = plot_gradcam_panel(crops, np.zeros((2, 2, 8, 8)), (0, 1), captions, title="t")
+    figure.savefig(io.BytesIO(), format="png")  # mathtext would raise here
+    assert figure.axes[0].get_ylabel() == captions[0]
+
+
+@pytest.mark.parametrize("centre", ["Lyon//Sud", "L" * 259, "../up", "Zürich (Süd)", "/abs", " "])
+def test_any_centre_name_gives_a_valid_mlflow_metric_key(centre: str) -> None:
+    key = f"included.{_metric_name(centre)}"
+    _validate_metric_name(key)  # raises MlflowException for a key MLflow refuses
+    assert len(key) <= 250
+    assert _metric_name(centre) != _metric_name(centre + "x")  # two centres, two keys
+    assert _metric_name("CENTER_A") == "CENTER_A"

@@ -161,9 +161,7 @@ def test_checkpoint_loads_back_to_the_pipeline_outputs(
         network = dataset.load()
         assert isinstance(network, torch.nn.Module) and not network.training
         features = read_table(baseline, f"04_feature/{model}_features.parquet")
-        assert_same_numbers(
-            extract_features(network, crops, BATCH_SIZE), features.iloc[:, 1:]
-        )
+        assert_same_numbers(extract_features(network, crops, BATCH_SIZE), features.iloc[:, 1:])
         expected = predictions.loc[predictions["model"] == model, "probability"].to_numpy()
         assert_same_numbers(predict_probabilities(network, crops, BATCH_SIZE), expected)
         # The checkpoint keeps the training history the pipeline wrote.

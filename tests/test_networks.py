@@ -180,11 +180,11 @@ def test_bad_network_config_is_rejected(network: dict, message: str) -> None:
 
 def test_bad_augment_config_is_rejected() -> None:
     with pytest.raises(ValueError, match=r"augment.scale"):
-        augment_batch(torch.rand(1, 2, 8, 8), {"augment": {"scale": [1.1, 0.9]}},
-                      torch.Generator())
+        augment_batch(torch.rand(1, 2, 8, 8), {"augment": {"scale": [1.1, 0.9]}}, torch.Generator())
     with pytest.raises(ValueError, match="Unknown parameter"):
-        augment_batch(torch.rand(1, 2, 8, 8), {"augment": {"vertical_flip": True}},
-                      torch.Generator())
+        augment_batch(
+            torch.rand(1, 2, 8, 8), {"augment": {"vertical_flip": True}}, torch.Generator()
+        )
 
 
 def _gradients(n: int, size: int = 48) -> tuple[torch.Tensor, torch.Tensor]:
@@ -203,13 +203,20 @@ def _dark_first(images: torch.Tensor, dim: int) -> torch.Tensor:
 
 def test_augmentation_never_flips_depth_but_flips_left_right() -> None:
     vertical, horizontal = _gradients(64)
-    strong = {"augment": {"horizontal_flip": True, "speckle": 0.3, "blur_probability": 1.0,
-                          "resample_probability": 1.0}}
+    strong = {
+        "augment": {
+            "horizontal_flip": True,
+            "speckle": 0.3,
+            "blur_probability": 1.0,
+            "resample_probability": 1.0,
+        }
+    }
     out = augment_batch(vertical, strong, torch.Generator().manual_seed(0))
     assert out.shape == vertical.shape
     assert _dark_first(out, dim=-2).all()  # every image keeps its top dark
-    flipped = ~_dark_first(augment_batch(horizontal, strong, torch.Generator().manual_seed(0)),
-                           dim=-1)
+    flipped = ~_dark_first(
+        augment_batch(horizontal, strong, torch.Generator().manual_seed(0)), dim=-1
+    )
     assert 0.2 < flipped.float().mean() < 0.8  # left-right flips happen, about half the time
     assert (flipped[:, 0] == flipped[:, 1]).float().mean() < 1  # each view on its own
     no_flip = {"augment": {"horizontal_flip": False}}
@@ -260,9 +267,7 @@ def test_one_pass_gives_exactly_the_features_and_probabilities_of_two(kind: str)
     model = _network(**SMALL, kind=kind)
     features, probabilities = features_and_probabilities(model, crops, batch_size=32)
     assert_same_numbers(features, extract_features(model, crops, batch_size=32))
-    assert_same_numbers(
-        probabilities, predict_probabilities(model, crops, batch_size=32)
-    )
+    assert_same_numbers(probabilities, predict_probabilities(model, crops, batch_size=32))
     assert features.dtype == np.float32 and probabilities.dtype == np.float64
 
 
@@ -291,11 +296,17 @@ def test_single_view_network_uses_only_its_own_view() -> None:
 
 
 def test_predictions_table_follows_the_output_contract() -> None:
-    splits = pd.DataFrame({"patient_id": ["a", "b"], "center": ["X", "Y"], "clnm": [0, 1],
-                           "split": ["train", "external"], "fold": [0, -1]})
+    splits = pd.DataFrame(
+        {
+            "patient_id": ["a", "b"],
+            "center": ["X", "Y"],
+            "clnm": [0, 1],
+            "split": ["train", "external"],
+            "fold": [0, -1],
+        }
+    )
     table = predictions_table(np.array([0.2, 0.7]), splits, "dl_dual")
-    assert list(table.columns) == ["patient_id", "center", "split", "model", "clnm",
-                                   "probability"]
+    assert list(table.columns) == ["patient_id", "center", "split", "model", "clnm", "probability"]
     assert table["model"].eq("dl_dual").all()
     assert table["probability"].tolist() == [0.2, 0.7]
     with pytest.raises(ValueError, match="1 probabilities for 2 patients"):

@@ -16,9 +16,14 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
+import re
 import shutil
+import signal
 import sqlite3
+import subprocess
+import sys
 import time
 import zipfile
 from collections.abc import Iterator
@@ -36,11 +41,32 @@ from kedro.framework.hooks import hook_impl
 from kedro.framework.project import pipelines
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
+from kedro.io import DataCatalog, MemoryDataset
 from kedro.pipeline import Node, Pipeline
 from mlflow import MlflowClient
 from PIL import Image
 
-from clnm_kedro.hooks import JOURNAL_NAME, UnfinishedOutputsHooks, output_file
+import clnm_kedro
+from clnm_kedro.heads.search import optuna_figures
+from clnm_kedro.hooks import (
+    DEFAULT_TORCH_THREADS,
+    JOURNAL_NAME,
+    LOCK_NAME,
+    TORCH_THREADS_ENV,
+    RunLock,
+    RunLockedError,
+    RunLockHooks,
+    RunStatusHooks,
+    SameNumbersHooks,
+    TrainedOnHooks,
+    UnfinishedOutputsHooks,
+    check_blas_kernels,
+    fail_stale_optuna_trials,
+    output_file,
+    torch_threads,
+    warn_on_training_patients,
+)
+from clnm_kedro.simulation.cohort import WRITER_FILE, _remove_abandoned_partials
 from cohort_factory import DICOM_IDENTIFIERS, write_dicom
 from kedro_project import make_project_copy, run_pipelines
 
@@ -461,3 +487,283 @@ def test_half_written_output_is_removed_when_a_save_fails(tmp_path: Path) -> Non
         {**run_params, "only_missing_outputs": True}, Pipeline([first_node]), catalog
     )
     assert not half.exists() and raw.exists() and done.exists()
+
+
+# --- one run at a time per project (no run needed) ----------------------------------------
+
+_HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from clnm_kedro.hooks import RunLock
+lock = RunLock(Path(sys.argv[1]))
+lock.acquire()
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+lock.release()
+"""
+
+
+def _python(code: str, *args: str) -> subprocess.Popen:
+    """A Python process running ``code`` with the project's sources importable."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args], env=env, stdout=subprocess.PIPE, text=True
+    )
+
+
+def _holding(data: Path, seconds: float) -> subprocess.Popen:
+    process = _python(_HOLD_LOCK, str(data), str(seconds))
+    assert process.stdout is not None and process.stdout.readline().strip() == "locked"
+    return process
+
+
+def test_a_second_run_in_one_project_stops_naming_the_first(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data, other = tmp_path / "a" / "data", tmp_path / "b" / "data"
+    data.mkdir(parents=True)
+    other.mkdir(parents=True)
+    holder = _holding(data, 60)
+    try:
+        hooks = RunLockHooks()
+        with pytest.raises(RunLockedError, match=rf"Another run .*pid {holder.pid} on host .*-c"):
+            hooks.before_pipeline_run({"project_path": str(data.parent)})
+        # another copy of the project runs alongside
+        elsewhere = RunLockHooks()
+        elsewhere.before_pipeline_run({"project_path": str(other.parent)})
+        assert json.loads((other / LOCK_NAME).read_text())["pid"] == os.getpid()
+        elsewhere.after_pipeline_run()
+        assert not (other / LOCK_NAME).exists()
+    finally:
+        holder.kill()  # kill -9: the lock file stays behind, the lock itself is gone
+        holder.wait()
+    assert json.loads((data / LOCK_NAME).read_text())["pid"] == holder.pid
+    with caplog.at_level(logging.WARNING, logger="clnm_kedro.hooks"):
+        hooks.before_pipeline_run({"project_path": str(data.parent)})
+    assert re.search(rf"stale run lock .*pid {holder.pid}", caplog.text)
+    assert json.loads((data / LOCK_NAME).read_text())["pid"] == os.getpid()
+    hooks.on_pipeline_error()
+    assert not (data / LOCK_NAME).exists()
+
+
+def test_a_second_run_waits_when_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "data").mkdir()
+    holder = _holding(tmp_path / "data", 2)
+    lock = RunLock(tmp_path / "data")
+    with pytest.raises(RunLockedError, match="CLNM_RUN_LOCK_WAIT_S"):
+        lock.acquire(wait_s=0)
+    started = time.monotonic()
+    lock.acquire(wait_s=60)
+    assert holder.wait() == 0
+    assert 0.5 < time.monotonic() - started < 60
+    lock.release()
+
+
+# --- an MLflow run status that tells the truth (no pipeline run needed) -------------------
+
+_RUN_UNTIL_SIGNAL = """
+import os, signal, sys, time
+from pathlib import Path
+import mlflow
+from clnm_kedro.hooks import RunLockHooks, RunStatusHooks
+mlflow.set_tracking_uri(sys.argv[1])
+RunLockHooks().before_pipeline_run({"project_path": sys.argv[2]})
+run = mlflow.start_run()
+hooks = RunStatusHooks()
+hooks.before_pipeline_run({"project_path": sys.argv[2]}, {})
+for node in range(2):  # kedro-mlflow reopens its run in each node (nested: stacked again)
+    mlflow.start_run(run_id=run.info.run_id, nested=True)
+print(run.info.run_id, flush=True)
+time.sleep(120)   # a node training a network
+"""
+
+
+@pytest.fixture(scope="module")
+def tracking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A fresh SQLite MLflow store, made the tracking store of this process for the module."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    MlflowClient().search_experiments()  # creates the tables once
+    yield uri
+    mlflow.set_tracking_uri(previous)
+
+
+def test_run_status_after_sigint_sigterm_and_kill_9(tracking: str, tmp_path: Path) -> None:
+    """Four runs in four processes (started together: the imports dominate the time)."""
+    processes = {  # each in its own project folder (one run per project)
+        name: _python(_RUN_UNTIL_SIGNAL, tracking, str(tmp_path / name))
+        for name in ("SIGINT", "SIGTERM", "kill -9", "alive")
+    }
+    run_ids = {name: p.stdout.readline().strip() for name, p in processes.items()}  # type: ignore[union-attr]
+    client = MlflowClient()
+    assert {client.get_run(r).info.status for r in run_ids.values()} == {"RUNNING"}
+    processes["SIGINT"].send_signal(signal.SIGINT)  # Ctrl-C
+    processes["SIGTERM"].send_signal(signal.SIGTERM)
+    processes["kill -9"].kill()  # no handler, no exit hook runs
+    for name in ("SIGINT", "SIGTERM", "kill -9"):
+        assert processes[name].wait(timeout=60) != 0
+    assert processes["SIGTERM"].returncode == 128 + signal.SIGTERM
+
+    def status(name: str) -> tuple[str, str]:
+        run = client.get_run(run_ids[name])
+        return run.info.status, run.data.tags.get("clnm.end_reason", "")
+
+    assert status("SIGINT") == ("KILLED", "interrupted (Ctrl-C, SIGINT)")
+    assert status("SIGTERM") == ("KILLED", "stopped by SIGTERM")
+    assert status("kill -9")[0] == "RUNNING"
+    # the lock is released at exit; only the kill -9 leaves its (stale) file behind
+    locks = {name: (tmp_path / name / "data" / LOCK_NAME).exists() for name in processes}
+    assert locks == {"SIGINT": False, "SIGTERM": False, "kill -9": True, "alive": True}
+
+    try:
+        with mlflow.start_run() as current:  # the next run in the same project
+            hooks = RunStatusHooks()
+            hooks.before_pipeline_run({"project_path": str(tmp_path)}, {})
+            hooks.after_pipeline_run()
+        killed, reason = status("kill -9")
+        assert killed == "KILLED" and f"pid {processes['kill -9'].pid}" in reason
+        assert status("alive") == ("RUNNING", "")  # a live run of another process is left alone
+        assert client.get_run(current.info.run_id).info.status == "FINISHED"
+    finally:
+        processes["alive"].kill()
+        processes["alive"].wait()
+
+
+def test_a_run_whose_hook_fails_ends_failed(tracking: str, tmp_path: Path) -> None:
+    """A hook failing before or after the nodes: Kedro calls no error hook, the process ends."""
+    run = mlflow.start_run()
+    hooks = RunStatusHooks()
+    hooks.before_pipeline_run({"project_path": str(tmp_path)}, {})
+    # ... a later hook raises (read-only data/, a model that cannot be logged): the process
+    # ends, and its exit handler closes the run
+    assert hooks.close_unfinished_run() == "FAILED"
+    assert mlflow.active_run() is None  # MLflow's own exit handler finds nothing to finish
+    closed = MlflowClient().get_run(run.info.run_id)
+    assert closed.info.status == "FAILED"
+    assert "before the run finished" in closed.data.tags["clnm.end_reason"]
+    hooks._restore_signals()
+
+
+def test_trials_left_running_by_a_killed_run_are_failed(tmp_path: Path) -> None:
+    storage = tmp_path / "optuna.db"
+    study = optuna.create_study(storage=f"sqlite:///{storage}", study_name="s")
+    study.tell(study.ask(), 0.5)
+    study.ask()  # a trial the killed process never finished
+    assert fail_stale_optuna_trials(storage) == 1
+    states = [
+        t.state.name
+        for t in optuna.load_study(study_name="s", storage=f"sqlite:///{storage}").trials
+    ]
+    assert states == ["COMPLETE", "FAIL"]
+
+
+# --- a figure never sinks a run ---------------------------------------------------------------
+
+
+def test_tied_trials_give_a_figure_saying_why_instead_of_a_crash(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Two trials of a family with the same CV AUC: fANOVA finds zero variance in all trees."""
+    study = optuna.create_study(study_name="combined.logistic", direction="maximize")
+    for c in (0.1, 10.0):
+        study.enqueue_trial({"C": c})
+    study.optimize(lambda trial: 0.75 + 0 * trial.suggest_float("C", 0.01, 100, log=True), 2)
+    with caplog.at_level(logging.WARNING, logger="clnm_kedro.heads.search"):
+        figures = optuna_figures(study)
+    assert figures["optimization_history"] is not None
+    importances = figures["param_importances"]
+    assert importances is not None
+    texts = " ".join(t.get_text() for t in importances.axes[0].texts)
+    assert "Not drawn: " in texts and "zero total variance" in texts
+    assert "could not be drawn" in caplog.text
+    importances.savefig(io.BytesIO(), format="png")
+
+
+def test_a_killed_simulation_leaves_no_hidden_folder_behind(tmp_path: Path) -> None:
+    """The next simulation removes ``.<cohort>.*.partial`` folders whose writer is gone."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    cohort = tmp_path / "cohort"
+    left = tmp_path / ".cohort.k1ll3d.partial"
+    writing = tmp_path / ".cohort.busy.partial"
+    unmarked = tmp_path / ".cohort.0ld.partial"
+    for folder, pid in ((left, dead.pid), (writing, os.getpid()), (unmarked, None)):
+        (folder / "images").mkdir(parents=True)
+        if pid is not None:
+            (folder / WRITER_FILE).write_text(json.dumps({"pid": pid}))
+    _remove_abandoned_partials(cohort)
+    assert not left.exists() and not unmarked.exists()
+    assert writing.exists()  # a live simulation's folder is left alone
+
+
+def test_scoring_the_training_patients_warns(caplog: pytest.LogCaptureFixture) -> None:
+    splits = pd.DataFrame(
+        {"patient_id": ["A1", "NA", "B1"], "split": ["train", "train", "external"]}
+    )
+    scored = pd.DataFrame({"patient_id": ["NA", "B1", "C1"]})
+    catalog = DataCatalog({"patient_splits": MemoryDataset(splits)})
+    hooks = TrainedOnHooks()
+    hooks.before_pipeline_run(catalog)
+    with caplog.at_level(logging.WARNING, logger="clnm_kedro.hooks"):
+        hooks.after_node_run(
+            _node("select_scored_patients", ["inference_scored_patients"]),
+            {"inference_scored_patients": scored},
+        )
+    assert "1 of the 3 patients scored (e.g. NA) are training patients" in caplog.text
+    caplog.clear()
+    assert warn_on_training_patients(scored.iloc[1:], splits) == []
+    assert not caplog.text
+
+
+def test_pytorch_runs_with_a_fixed_thread_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another thread count gives other sums: a run uses a fixed one, not the core count."""
+    monkeypatch.delenv(TORCH_THREADS_ENV, raising=False)
+    assert torch_threads() == DEFAULT_TORCH_THREADS
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv(TORCH_THREADS_ENV, "1")
+        SameNumbersHooks().before_pipeline_run()
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    monkeypatch.setenv(TORCH_THREADS_ENV, "auto")
+    assert torch_threads() is None
+    monkeypatch.setenv(TORCH_THREADS_ENV, "many")
+    with pytest.raises(ValueError, match="CLNM_TORCH_THREADS='many'"):
+        torch_threads()
+
+
+def test_cpu_kernels_are_pinned_to_avx2_unless_the_environment_says_otherwise() -> None:
+    code = (
+        "import os, clnm_kedro; print(os.environ.get('ONEDNN_MAX_CPU_ISA'), "
+        "os.environ.get('ATEN_CPU_CAPABILITY'), os.environ.get('MKL_CBWR'))"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in clnm_kedro.CPU_KERNEL_PINS}
+    env["PYTHONPATH"] = os.pathsep.join(sys.path)
+
+    def run(**extra: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-c", code],
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return result.stdout.strip()
+
+    assert run() == "AVX2 avx2 AVX2"
+    assert run(ONEDNN_MAX_CPU_ISA="ALL") == "ALL avx2 AVX2"  # the user's value wins
+    assert run(CLNM_PIN_CPU_KERNELS="0") == "None None None"
+
+
+@pytest.mark.parametrize(("architecture", "warns"), [("SkylakeX", True), ("Haswell", False)])
+def test_avx512_blas_kernels_are_reported(
+    monkeypatch: pytest.MonkeyPatch, architecture: str, warns: bool
+) -> None:
+    info = [{"internal_api": "openblas", "architecture": architecture}]
+    monkeypatch.setattr("threadpoolctl.threadpool_info", lambda: info)
+    message = check_blas_kernels()
+    assert (message is not None) == warns
+    if warns:
+        assert "OPENBLAS_CORETYPE=Haswell" in message

@@ -40,13 +40,21 @@ def _single_thread() -> Iterator[None]:
 def _config(**training: object) -> dict:
     return {
         "network": {"compact_channels": [8, 16, 32], "hidden_dim": 16},
-        "training": {"epochs": 3, "batch_size": 8, "min_epochs": 1, "progress_bar": False,
-                     **training},
+        "training": {
+            "epochs": 3,
+            "batch_size": 8,
+            "min_epochs": 1,
+            "progress_bar": False,
+            **training,
+        },
     }
 
 
 def _cohort(
-    n_train: int = 40, n_external: int = 8, n_folds: int = 4, seed: int = 0,
+    n_train: int = 40,
+    n_external: int = 8,
+    n_folds: int = 4,
+    seed: int = 0,
     contrast: float = 70.0,
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """Noisy crops with a disc (the nodule) that is brighter in CLNM-positive patients."""
@@ -64,13 +72,15 @@ def _cohort(
             crops[i, view] = np.clip(image, 0, 254).astype(np.uint8)
     split = np.array(["train"] * n_train + ["external"] * n_external)
     fold = np.where(split == "train", np.arange(n) % n_folds, -1)
-    splits = pd.DataFrame({
-        "patient_id": [f"P{i:03d}" for i in range(n)],
-        "center": np.where(split == "train", "A", "B"),
-        "clnm": clnm,
-        "split": split,
-        "fold": fold,
-    })
+    splits = pd.DataFrame(
+        {
+            "patient_id": [f"P{i:03d}" for i in range(n)],
+            "center": np.where(split == "train", "A", "B"),
+            "clnm": clnm,
+            "split": split,
+            "fold": fold,
+        }
+    )
     return crops, splits
 
 
@@ -153,19 +163,20 @@ def test_two_cpu_runs_with_one_seed_give_identical_weights() -> None:
     first = train_network(crops, splits, config, seed=5, device="cpu")
     second = train_network(crops, splits, config, seed=5, device="cpu")
     _assert_same_state(first.state_dict, second.state_dict)
-    pd.testing.assert_frame_equal(first.history.drop(columns="seconds"),
-                                  second.history.drop(columns="seconds"))
+    pd.testing.assert_frame_equal(
+        first.history.drop(columns="seconds"), second.history.drop(columns="seconds")
+    )
     other = train_network(crops, splits, config, seed=6, device="cpu")
-    assert any(not torch.equal(first.state_dict[k], other.state_dict[k])
-               for k in first.state_dict)
+    assert any(not torch.equal(first.state_dict[k], other.state_dict[k]) for k in first.state_dict)
     assert not torch.are_deterministic_algorithms_enabled()  # global setting restored
 
 
 def test_loader_worker_processes_feed_the_same_batches() -> None:
     crops, splits = _cohort()
     direct = train_network(crops, splits, _config(epochs=1), seed=5, device="cpu")
-    workers = train_network(crops, splits, _config(epochs=1, loader_workers=1), seed=5,
-                            device="cpu")
+    workers = train_network(
+        crops, splits, _config(epochs=1, loader_workers=1), seed=5, device="cpu"
+    )
     _assert_same_state(direct.state_dict, workers.state_dict)
 
 
@@ -173,12 +184,14 @@ def test_history_callback_and_schedule() -> None:
     crops, splits = _cohort()
     calls: list[tuple[int, dict]] = []
     result = train_network(
-        crops, splits, _config(epochs=5, warmup_epochs=2), seed=1,
+        crops,
+        splits,
+        _config(epochs=5, warmup_epochs=2),
+        seed=1,
         on_epoch_end=lambda epoch, metrics: calls.append((epoch, metrics)),
     )
     history = result.history
-    assert list(history.columns) == ["epoch", "train_loss", "val_loss", "val_auc", "lr",
-                                     "seconds"]
+    assert list(history.columns) == ["epoch", "train_loss", "val_loss", "val_auc", "lr", "seconds"]
     assert [epoch for epoch, _ in calls] == history["epoch"].tolist() == [1, 2, 3, 4, 5]
     assert calls[0][1].keys() == {"train_loss", "val_loss", "val_auc", "lr", "seconds"}
     assert result.best_val_auc == history["val_auc"].max()
@@ -225,8 +238,9 @@ def test_equal_validation_auc_keeps_the_lower_validation_loss(monkeypatch) -> No
 
 def test_checkpoint_round_trip_gives_identical_outputs(tmp_path) -> None:
     crops, splits = _cohort()
-    result = train_network(crops, splits, _config(epochs=1, imbalance="balanced_sampler",
-                                                  schedule="one_cycle"), seed=2)
+    result = train_network(
+        crops, splits, _config(epochs=1, imbalance="balanced_sampler", schedule="one_cycle"), seed=2
+    )
     path = tmp_path / "models" / "dl_dual.pt"
     save_checkpoint(result, path)
     model, config = load_checkpoint(path)
@@ -274,8 +288,9 @@ def test_epoch_batches_cover_rows_once_or_balance_classes() -> None:
     assert len(batches) == batches_per_epoch(33, 8)
     assert sorted(torch.cat(batches).tolist()) == rows.tolist()
     generator = torch.Generator().manual_seed(0)
-    drawn = torch.cat([torch.cat(epoch_batches(np.arange(50), labels, 8, generator, True))
-                       for _ in range(40)])
+    drawn = torch.cat(
+        [torch.cat(epoch_batches(np.arange(50), labels, 8, generator, True)) for _ in range(40)]
+    )
     assert 0.4 < labels[drawn.numpy()].mean() < 0.6  # 20% positives drawn about half the time
 
 
@@ -326,9 +341,7 @@ def test_single_view_network_has_no_view_classifier() -> None:
     config["network"]["kind"] = "longitudinal"
     result = train_network(crops, splits, config, seed=0)
     assert not _view_head_weights(result.state_dict)
-    logit, per_view = result.network()(
-        torch.rand(3, 1, SIZE, SIZE), with_view_logits=True
-    )
+    logit, per_view = result.network()(torch.rand(3, 1, SIZE, SIZE), with_view_logits=True)
     assert logit.shape == (3,) and per_view.shape == (3, 0)
 
 

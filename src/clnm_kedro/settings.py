@@ -10,11 +10,25 @@ from pathlib import Path
 from kedro.config import OmegaConfigLoader
 from kedro.utils import find_kedro_project
 
-from clnm_kedro.hooks import UnfinishedOutputsHooks
+from clnm_kedro.hooks import (
+    RunLockHooks,
+    RunStatusHooks,
+    SameNumbersHooks,
+    TrainedOnHooks,
+    UnfinishedOutputsHooks,
+)
 
-# A failed or killed run leaves nothing that `kedro run --only-missing-outputs` would take for
-# finished (see clnm_kedro.hooks and the README's "Resuming a run that stopped").
-HOOKS = (UnfinishedOutputsHooks(),)
+# One run at a time per project data folder; a failed or killed run leaves nothing that
+# `kedro run --only-missing-outputs` would take for finished, and its MLflow run says how it
+# ended; inference warns when it scores the training patients (see clnm_kedro.hooks and the
+# README's "Resuming a run that stopped").
+HOOKS = (
+    UnfinishedOutputsHooks(),
+    RunLockHooks(),
+    RunStatusHooks(),
+    TrainedOnHooks(),
+    SameNumbersHooks(),  # the same numbers on any machine (docs/reproducibility.md)
+)
 
 
 def _project_root() -> str:

@@ -12,9 +12,11 @@ Conventions
   rounding to 8 bits.
 - DICOM: the modality rescale (slope, intercept) is applied and MONOCHROME1 (white = low
   values) is inverted so that bright is always high.
-- A multi-frame DICOM (a cine clip) is *refused* (the patient is excluded and the reason
-  recorded): the ROI box in ``rois.csv`` refers to one stored image, and nothing in the
-  contract says which frame that is. Export the annotated frame as a single-frame file.
+- A multi-frame DICOM (a cine clip) or an animated PNG is *refused* (the patient is excluded
+  and the reason recorded): the ROI box in ``rois.csv`` refers to one stored image, and nothing
+  in the contract says which frame that is. Export the annotated frame as a single-frame file.
+- An image of more than :data:`MAX_PIXELS` pixels is refused from its header, before any
+  decoding, in every format (Pillow's decompression-bomb limit, applied to DICOM as well).
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ from clnm_kedro.cohort.errors import ImageReadError
 DICOM_SUFFIXES = (".dcm",)
 PIL_FORMATS = ("PNG", "JPEG")
 LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+# Pillow refuses to open a PNG or JPEG above twice its MAX_IMAGE_PIXELS (a decompression bomb);
+# the same limit holds for DICOM, checked from the header (Rows x Columns x frames).
+MAX_PIXELS = 2 * int(Image.MAX_IMAGE_PIXELS or 89_478_485)
 
 _PIL_GREY_MODES = ("L", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
 _PIL_COLOUR_MODES = ("RGB", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr", "LAB", "HSV", "P", "PA")
@@ -73,13 +78,38 @@ def image_size(path: Path | str, patient_id: str = "") -> tuple[int, int]:
         rows, columns = header.get("Rows"), header.get("Columns")
         if not rows or not columns:
             raise ImageReadError(patient_id, path, "the DICOM header has no image size")
+        _check_pixel_count(int(rows), int(columns), path, patient_id)
         return int(rows), int(columns)
     try:
         with Image.open(path, formats=PIL_FORMATS) as img:
             width, height = img.size
+            frames = int(getattr(img, "n_frames", 1) or 1)
+    except Image.DecompressionBombError:
+        raise ImageReadError(patient_id, path, _too_large_reason()) from None
     except Exception as exc:
         raise ImageReadError(patient_id, path, f"not a readable PNG or JPEG image ({exc})") from exc
+    if frames > 1:
+        raise ImageReadError(
+            patient_id,
+            path,
+            f"animated image ({frames} frames): the ROI box cannot be tied to one frame; "
+            "export the annotated frame as a single still image",
+        )
+    _check_pixel_count(int(height), int(width), path, patient_id)
     return int(height), int(width)
+
+
+def _too_large_reason(height: int | None = None, width: int | None = None) -> str:
+    size = f" ({width}×{height} = {height * width:,} pixels)" if height and width else ""
+    return (
+        f"the image is too large{size}: more than {MAX_PIXELS:,} pixels, the limit for every "
+        "format (a decompression bomb, or not an ultrasound frame)"
+    )
+
+
+def _check_pixel_count(height: int, width: int, path: Path, patient_id: str) -> None:
+    if height * width > MAX_PIXELS:
+        raise ImageReadError(patient_id, path, _too_large_reason(height, width))
 
 
 def read_greyscale(path: Path | str, patient_id: str = "") -> np.ndarray:
@@ -157,6 +187,8 @@ def _luminance(rgb: np.ndarray) -> np.ndarray:
 def _read_pil(path: Path, patient_id: str) -> np.ndarray:
     try:
         with Image.open(path, formats=PIL_FORMATS) as img:
+            if int(getattr(img, "n_frames", 1) or 1) > 1:
+                raise ImageReadError(patient_id, path, "animated image: one still frame needed")
             img.load()
             mode = img.mode
             if mode in _PIL_GREY_MODES:
@@ -167,6 +199,10 @@ def _read_pil(path: Path, patient_id: str) -> np.ndarray:
                 return np.asarray(img.getchannel("L")).astype(np.float32)
             if mode in _PIL_COLOUR_MODES:
                 return _luminance(np.asarray(img.convert("RGB")))
+    except ImageReadError:
+        raise
+    except Image.DecompressionBombError:
+        raise ImageReadError(patient_id, path, _too_large_reason()) from None
     except Exception as exc:
         raise ImageReadError(patient_id, path, f"corrupt or unreadable image ({exc})") from exc
     raise ImageReadError(patient_id, path, f"unsupported pixel format '{mode}'")
@@ -181,6 +217,9 @@ def _read_dicom(path: Path, patient_id: str) -> np.ndarray:
     if "PixelData" not in dataset:
         raise ImageReadError(patient_id, path, "the DICOM file has no pixel data")
     _check_decoder(dataset, path, patient_id)
+    _check_pixel_count(
+        int(dataset.get("Rows", 0)), int(dataset.get("Columns", 0)), path, patient_id
+    )
     photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     try:
         pixels = dataset.pixel_array  # YBR colour is converted to RGB here

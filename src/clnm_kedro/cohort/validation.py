@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -46,6 +47,8 @@ MANIFEST_COLUMNS = (
     "patient_id", "center", "clnm", "view", "file", "path", "height", "width", *BOX_COLUMNS,
 )  # fmt: skip
 _SHOWN_PROBLEMS = 25
+# A box coordinate beyond this (int32) lies outside any image a reader accepts.
+MAX_COORDINATE = 2**31 - 1
 
 
 class CohortFiles(Protocol):
@@ -132,7 +135,23 @@ def _parse_numbers(
     for row in table.index[text.notna() & numbers.isna()]:
         problems.append(f"{labels[int(row)]}: {column} = {text[row]!r} is not a number")
         bad_cells.add((int(row), column))
+    _check_finite(table, column, numbers, labels=labels, problems=problems, bad_cells=bad_cells)
     return numbers
+
+
+def _check_finite(
+    table: pd.DataFrame,
+    column: str,
+    numbers: pd.Series,
+    *,
+    labels: dict[int, str],
+    problems: list[str],
+    bad_cells: set[tuple[int, str]],
+) -> None:
+    """``inf``, ``-inf`` or ``1e999`` parse as numbers but no model can use them."""
+    for row in table.index[np.isinf(numbers.to_numpy(dtype=float))]:
+        problems.append(f"{labels[int(row)]}: {column} = {table.at[row, column]!r} is not finite")
+        bad_cells.add((int(row), column))
 
 
 def _indicator_list(clinical_columns: Sequence[str] | None) -> list[str]:
@@ -234,6 +253,14 @@ def validate_clinical(
         elif name not in REQUIRED_INDICATORS:  # a user-named extra indicator
             numbers = pd.to_numeric(table[name], errors="coerce")
             if table[name].notna().any() and numbers[table[name].notna()].notna().all():
+                _check_finite(
+                    table,
+                    name,
+                    numbers.astype(float),
+                    labels=labels,
+                    problems=problems,
+                    bad_cells=bad_cells,
+                )
                 parsed[name] = numbers.astype(float)
                 numeric_extras.append(name)
                 logger.info("Extra clinical column '%s' is carried as a number.", name)
@@ -333,6 +360,18 @@ def validate_rois(
             if not np.isfinite(values.to_numpy(dtype=float)).all():
                 exclude(patient, view, "box coordinates must be finite numbers")
                 continue
+            huge = [
+                f"{name}={table.at[row, name]}"
+                for name in BOX_COLUMNS
+                if abs(values[name]) > MAX_COORDINATE
+            ]
+            if huge:
+                exclude(
+                    patient,
+                    view,
+                    f"box coordinate(s) out of range: {', '.join(huge)} (no image is that large)",
+                )
+                continue
             box = (
                 math.floor(values["x_min"]),
                 math.floor(values["y_min"]),
@@ -351,18 +390,40 @@ def validate_rois(
 
 
 def _similar_folder(folder: Path) -> str:
-    """A hint when a folder of the same name in another letter case exists."""
+    """A hint when a folder of the same name in another letter case or Unicode form exists."""
     parent = folder.parent
     if not parent.is_dir():
         return ""
+
+    def key(name: str) -> str:
+        return unicodedata.normalize("NFC", name)
+
+    for other in sorted(p.name for p in parent.iterdir() if p.is_dir()):
+        if other != folder.name and key(other) == key(folder.name):
+            return (
+                f" (there is images/{other}/, the same letters in another Unicode "
+                "normalisation (NFC/NFD, e.g. a folder name written by macOS): rename the "
+                "folder or the patient_id so that both use the same form, NFC)"
+            )
     others = sorted(
         p.name
         for p in parent.iterdir()
-        if p.is_dir() and p.name.casefold() == folder.name.casefold()
+        if p.is_dir() and key(p.name).casefold() == key(folder.name).casefold()
     )
     if not others:
         return ""
     return f" (there is images/{others[0]}/: folder names must match patient_id exactly)"
+
+
+def _outside(path: Path, root: Path) -> str:
+    """A reason when ``path`` (or a folder on its way) is a link to outside the cohort."""
+    target = path.resolve()
+    if target.is_relative_to(root.resolve()):
+        return ""
+    return (
+        "the file is a symbolic link to outside the cohort folder; links out of the cohort "
+        "are not followed: copy the image into the cohort folder"
+    )
 
 
 def check_image_files(
@@ -407,23 +468,30 @@ def check_image_files(
         pid = patient.patient_id
         found = []
         for view in VIEWS:
-            candidates = files.image_candidates(pid, view)
             expected = f"images/{pid}/{view}.png|.jpg|.jpeg|.dcm"
             reason, file = "", expected
-            if not candidates:
+            try:
+                candidates = files.image_candidates(pid, view)
                 folder = files.root / "images" / pid
-                reason = (
-                    f"no image folder images/{pid}/{_similar_folder(folder)}"
-                    if not folder.is_dir()
-                    else f"no image file for the {view} view"
-                )
-            elif len(candidates) > 1:
+                if not candidates:
+                    reason = (
+                        f"no image folder images/{pid}/{_similar_folder(folder)}"
+                        if not folder.is_dir()
+                        else f"no image file for the {view} view"
+                    )
+            except OSError as error:  # e.g. an ID too long for a file name
+                candidates = []
+                reason = f"cannot look for its image folder: {error.strerror or error}"
+            if len(candidates) > 1:
                 names = ", ".join(files.relative(path) for path in candidates)
                 reason = f"{len(candidates)} files for the {view} view ({names}); keep one"
-            else:
+            elif candidates:
                 path = candidates[0]
                 file = files.relative(path)
                 try:
+                    reason = _outside(path, files.root)
+                    if reason:
+                        raise ImageReadError(pid, path, reason)
                     height, width = image_size(path, pid)
                 except ImageReadError as error:
                     reason = error.reason

@@ -3,6 +3,7 @@
 from clnm_kedro.datasets.cohort_dataset import CohortDataset, RawCohort
 from clnm_kedro.datasets.numpy_dataset import NumpyDataset
 from clnm_kedro.datasets.optional_csv_dataset import OptionalCSVDataset
+from clnm_kedro.datasets.table_csv_dataset import TableCSVDataset
 from clnm_kedro.datasets.torch_model_dataset import TorchModelDataset
 
 __all__ = [
@@ -10,5 +11,6 @@ __all__ = [
     "NumpyDataset",
     "OptionalCSVDataset",
     "RawCohort",
+    "TableCSVDataset",
     "TorchModelDataset",
 ]

@@ -51,6 +51,8 @@ def read_table(path: Path) -> pd.DataFrame:
             f"'{path}' is not UTF-8 text (byte 0x{raw[error.start]:02x} on line {line}); "
             "save it as UTF-8 (in Excel: 'CSV UTF-8 (comma delimited)')."
         ) from error
+    if "\x00" in text:
+        raise DatasetError(_nul_message(path, text))
     header = next(csv.reader(io.StringIO(text)), [])
     names = [name.strip() for name in header]
     repeated = sorted({name for name in names if names.count(name) > 1})
@@ -64,6 +66,22 @@ def read_table(path: Path) -> pd.DataFrame:
         raise DatasetError(f"Cannot read '{path}' as a CSV table: {error}") from error
 
 
+def _nul_message(path: Path, text: str) -> str:
+    """Where the first NUL byte is: pandas would silently cut the cell there (``4\\0 5`` → 4)."""
+    offset = text.index("\x00")
+    line = text.count("\n", 0, offset) + 1
+    lines = text.splitlines()
+    header = [name.strip() for name in next(csv.reader(lines[:1]), [])]
+    cells = next(csv.reader([lines[line - 1]]), []) if line > 1 else []
+    column = header.index("patient_id") if "patient_id" in header else -1
+    patient = cells[column].replace("\x00", "\\0") if 0 <= column < len(cells) else ""
+    who = f" (patient {patient})" if patient else ""
+    return (
+        f"'{path}' holds a NUL byte (\\0) on line {line}{who}; a CSV cell cannot contain one "
+        "(it is often the sign of a file saved as UTF-16 or a damaged export): remove it."
+    )
+
+
 @dataclass(frozen=True)
 class RawCohort:
     """A cohort folder as found on disk: its tables as text, its images as paths."""
@@ -75,7 +93,7 @@ class RawCohort:
     def image_candidates(self, patient_id: str, view: str) -> list[Path]:
         """All files that could hold ``view`` of ``patient_id`` (contract names, in any case)."""
         folder = self.root / "images" / patient_id
-        if not folder.is_dir():
+        if not folder.is_dir():  # OSError for a name the file system cannot hold
             return []
         return sorted(
             p

@@ -921,7 +921,9 @@ def optuna_figures(study: optuna.Study) -> dict[str, Figure | None]:
     dict
         ``{"optimization_history": Figure | None, "param_importances": Figure | None}``;
         ``None`` where the study has fewer than two complete trials (or, for importances,
-        no searched hyperparameter that varies).
+        no searched hyperparameter that varies). A plot that fails (e.g. fANOVA's "zero total
+        variance in all trees" when every trial scored the same) never fails the run: it is
+        logged, and its figure only says that it could not be drawn and why.
     """
     import warnings  # noqa: PLC0415
 
@@ -936,10 +938,15 @@ def optuna_figures(study: optuna.Study) -> dict[str, Figure | None]:
     with warnings.catch_warnings(), matplotlib.rc_context():
         # optuna marks its matplotlib plots as experimental; that is optuna's own notice.
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        axes = optuna_matplotlib.plot_optimization_history(study)
-        axes.set_title(f"Optimisation history: {study.study_name}")
-        axes.set_ylabel("Mean cross-validated AUC")  # the objective; pruned trials not shown
-        figures["optimization_history"] = axes.figure
+        try:
+            axes = optuna_matplotlib.plot_optimization_history(study)
+            axes.set_title(f"Optimisation history: {study.study_name}")
+            axes.set_ylabel("Mean cross-validated AUC")  # the objective; pruned trials not shown
+            figures["optimization_history"] = axes.figure
+        except Exception as error:  # a figure never sinks a run
+            figures["optimization_history"] = _not_drawn(
+                f"Optimisation history: {study.study_name}", error
+            )
         varying = {
             name
             for name in complete[0].params
@@ -948,11 +955,37 @@ def optuna_figures(study: optuna.Study) -> dict[str, Figure | None]:
         }
         if varying:
             evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)  # repeatable
-            axes = optuna_matplotlib.plot_param_importances(
-                study, evaluator=evaluator, params=sorted(varying)
-            )
-            # Optuna's own title sits on the left: replace it rather than overlap it.
-            axes.set_title(f"Hyperparameter importance: {study.study_name}", loc="left")
-            axes.figure.set_layout_engine("tight")  # room for long hyperparameter names
-            figures["param_importances"] = axes.figure
+            try:
+                axes = optuna_matplotlib.plot_param_importances(
+                    study, evaluator=evaluator, params=sorted(varying)
+                )
+                # Optuna's own title sits on the left: replace it rather than overlap it.
+                axes.set_title(f"Hyperparameter importance: {study.study_name}", loc="left")
+                axes.figure.set_layout_engine("tight")  # room for long hyperparameter names
+                figures["param_importances"] = axes.figure
+            except Exception as error:  # e.g. tied trials: "zero total variance in all trees"
+                figures["param_importances"] = _not_drawn(
+                    f"Hyperparameter importance: {study.study_name}", error
+                )
     return figures
+
+
+def _not_drawn(title: str, error: Exception) -> Figure:
+    """A figure saying that ``title`` could not be drawn, and why (logged as a warning)."""
+    logger.warning(
+        "The figure %r could not be drawn (%s: %s); skipped.", title, type(error).__name__, error
+    )
+    figure = Figure(figsize=(6.4, 2.4))
+    axes = figure.subplots()
+    axes.set_axis_off()
+    axes.set_title(title)
+    axes.text(
+        0.5,
+        0.5,
+        f"Not drawn: {type(error).__name__}: {error}",
+        ha="center",
+        va="center",
+        wrap=True,
+        parse_math=False,
+    )
+    return figure

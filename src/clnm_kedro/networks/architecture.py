@@ -56,9 +56,7 @@ def network_settings(config: Mapping[str, Any] | None) -> dict[str, Any]:
     """The ``network`` section of ``config`` merged over :data:`NETWORK_DEFAULTS`, checked."""
     settings = config_section(config, "network", NETWORK_DEFAULTS)
     if settings["kind"] not in NETWORK_VIEWS:
-        raise ValueError(
-            f"network.kind={settings['kind']!r} is not one of {sorted(NETWORK_VIEWS)}"
-        )
+        raise ValueError(f"network.kind={settings['kind']!r} is not one of {sorted(NETWORK_VIEWS)}")
     if settings["backbone"] not in BACKBONES:
         raise ValueError(f"network.backbone={settings['backbone']!r} is not one of {BACKBONES}")
     if settings["fusion"] not in FUSIONS:
@@ -89,8 +87,9 @@ class CompactBackbone(nn.Module):
         for stage, out_channels in enumerate(int(width) for width in channels):
             kernel = 5 if stage == 0 else 3
             layers += [
-                nn.Conv2d(in_channels, out_channels, kernel, stride=2, padding=kernel // 2,
-                          bias=False),
+                nn.Conv2d(
+                    in_channels, out_channels, kernel, stride=2, padding=kernel // 2, bias=False
+                ),
                 nn.BatchNorm2d(out_channels),
                 nn.ReLU(inplace=True),
             ]
@@ -247,8 +246,9 @@ def build_backbone(backbone: str, pretrained: str | None, channels: list[int]) -
     if state is not None and not rgb_state:
         _load_backbone_state(model, state, backbone, source)
     if state is not None:
-        logger.info("%s backbone initialised from %s (first conv summed to greyscale)",
-                    backbone, source)
+        logger.info(
+            "%s backbone initialised from %s (first conv summed to greyscale)", backbone, source
+        )
 
     if backbone.startswith("resnet"):
         out_features = model.fc.in_features

@@ -71,7 +71,10 @@ def augment_settings(config: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def _uniform(
-    shape: tuple[int, ...], low: float, high: float, generator: torch.Generator,
+    shape: tuple[int, ...],
+    low: float,
+    high: float,
+    generator: torch.Generator,
     device: torch.device,
 ) -> torch.Tensor:
     return low + (high - low) * torch.rand(shape, generator=generator, device=device)
@@ -129,9 +132,7 @@ def _on_patients(
     return images
 
 
-def _gaussian_blur(
-    images: torch.Tensor, sigma_px: torch.Tensor, radius: int
-) -> torch.Tensor:
+def _gaussian_blur(images: torch.Tensor, sigma_px: torch.Tensor, radius: int) -> torch.Tensor:
     """Blur each patient's views with its own sigma (0 = untouched), separable, edge-replicated."""
     batch, n_views, height, width = images.shape
     offsets = torch.arange(-radius, radius + 1, device=images.device, dtype=images.dtype)
@@ -248,7 +249,8 @@ def augment_batch(
 
         gamma_low, gamma_high = _pair(settings, "gamma")
         if (gamma_low, gamma_high) != (1.0, 1.0):
-            log_gamma = _uniform(per_patient, math.log(gamma_low), math.log(gamma_high),
-                                 generator, device)
+            log_gamma = _uniform(
+                per_patient, math.log(gamma_low), math.log(gamma_high), generator, device
+            )
             x = x.pow(torch.exp(log_gamma))
     return x

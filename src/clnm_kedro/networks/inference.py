@@ -159,9 +159,7 @@ def features_table(
     """
     ids = pd.Series(patient_ids, dtype=str).reset_index(drop=True)
     if features.ndim != 2 or features.shape[0] != len(ids):
-        raise ValueError(
-            f"features {features.shape} do not line up with {len(ids)} patient IDs"
-        )
+        raise ValueError(f"features {features.shape} do not line up with {len(ids)} patient IDs")
     if ids.duplicated().any():
         raise ValueError(f"Duplicated patient IDs: {ids[ids.duplicated()].tolist()[:10]}")
     width = max(3, len(str(features.shape[1] - 1)))

@@ -54,7 +54,12 @@ logger = logging.getLogger(__name__)
 SCHEDULES: tuple[str, ...] = ("warmup_cosine", "one_cycle")
 IMBALANCE: tuple[str, ...] = ("pos_weight", "balanced_sampler", "none")
 HISTORY_COLUMNS: tuple[str, ...] = (
-    "epoch", "train_loss", "val_loss", "val_auc", "lr", "seconds",
+    "epoch",
+    "train_loss",
+    "val_loss",
+    "val_auc",
+    "lr",
+    "seconds",
 )
 CHECKPOINT_FORMAT = "clnm_kedro.network/1"
 
@@ -126,11 +131,8 @@ def training_settings(config: Mapping[str, Any] | None) -> dict[str, Any]:
     if settings["schedule"] not in SCHEDULES:
         raise ValueError(f"training.schedule={settings['schedule']!r} is not one of {SCHEDULES}")
     if settings["imbalance"] not in IMBALANCE:
-        raise ValueError(
-            f"training.imbalance={settings['imbalance']!r} is not one of {IMBALANCE}"
-        )
-    for key in ("epochs", "batch_size", "eval_batch_size", "early_stopping_patience",
-                "min_epochs"):
+        raise ValueError(f"training.imbalance={settings['imbalance']!r} is not one of {IMBALANCE}")
+    for key in ("epochs", "batch_size", "eval_batch_size", "early_stopping_patience", "min_epochs"):
         if int(settings[key]) < 1:
             raise ValueError(f"training.{key} must be >= 1, got {settings[key]}")
     if int(settings["batch_size"]) < 2:
@@ -338,8 +340,14 @@ def train_network(
     logger.info(
         "Training the %s network (%s backbone, %d px) on %d training-centre patients "
         "(%d with CLNM); %d patients of fold %d validate for early stopping; device %s",
-        kind, resolved["network"]["backbone"], crops.shape[-1], n_fit, int(n_positive),
-        validation_rows.size, int(settings["validation_fold"]), torch_device,
+        kind,
+        resolved["network"]["backbone"],
+        crops.shape[-1],
+        n_fit,
+        int(n_positive),
+        validation_rows.size,
+        int(settings["validation_fold"]),
+        torch_device,
     )
 
     history: list[dict[str, float]] = []
@@ -430,7 +438,10 @@ def train_network(
             better = val_auc > best_auc or (val_auc == best_auc and val_loss < best_loss)
             if epoch >= first_kept and better:
                 best_state, best_epoch, best_auc, best_loss = (
-                    _cpu_state(model), epoch, val_auc, val_loss,
+                    _cpu_state(model),
+                    epoch,
+                    val_auc,
+                    val_loss,
                 )
             logger.debug("%s epoch %d: %s", kind, epoch, metrics)
             if on_epoch_end is not None:
@@ -438,14 +449,19 @@ def train_network(
             if epoch >= first_kept and epoch - best_epoch >= patience:
                 logger.info(
                     "%s network: no better validation AUC for %d epochs; stopped at epoch %d",
-                    kind, patience, epoch,
+                    kind,
+                    patience,
+                    epoch,
                 )
                 break
 
     table = pd.DataFrame(history, columns=list(HISTORY_COLUMNS))
     logger.info(
         "%s network: best internal-validation AUC %.3f at epoch %d (%.0f s in all)",
-        kind, best_auc, best_epoch, table["seconds"].sum(),
+        kind,
+        best_auc,
+        best_epoch,
+        table["seconds"].sum(),
     )
     patient_ids = splits["patient_id"].astype(str).to_numpy()
     return TrainingResult(

@@ -366,7 +366,8 @@ def plot_gradcam_panel(
             for axes in (plain, overlay):
                 axes.set_xticks([])
                 axes.set_yticks([])
-        grid[row, 0].set_ylabel(caption, fontsize="small")
+        # plain text: a patient ID such as "P$1$" is not matplotlib mathtext
+        grid[row, 0].set_ylabel(caption, fontsize="small", parse_math=False)
     figure.suptitle(title)
     return figure
 

@@ -33,6 +33,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from tqdm.auto import tqdm
 
+from clnm_kedro.processes import process_alive, this_process
 from clnm_kedro.simulation.bmode import Scanner, encode_png, render_patient
 from clnm_kedro.simulation.nodule import Nodule
 from clnm_kedro.simulation.parameters import EXECUTION_KEYS, validate_parameters
@@ -225,6 +226,7 @@ class SyntheticCohort:
                 )
                 return
         cohort_dir.parent.mkdir(parents=True, exist_ok=True)
+        _remove_abandoned_partials(cohort_dir)
         partial = Path(
             tempfile.mkdtemp(
                 prefix=f".{cohort_dir.name}.", suffix=".partial", dir=cohort_dir.parent
@@ -232,8 +234,11 @@ class SyntheticCohort:
         )
         try:
             partial.chmod(0o755)
+            # who writes it: a later run removes the folder once this process is gone (kill -9)
+            (partial / WRITER_FILE).write_text(json.dumps(this_process()), encoding="utf-8")
             started = time.perf_counter()
             self._write_into(partial, manifest)
+            (partial / WRITER_FILE).unlink()
             if cohort_dir.exists():
                 cohort_dir.rmdir()  # empty, checked above
             partial.rename(cohort_dir)
@@ -418,3 +423,21 @@ __all__ = [
     "simulate_cohort",
     "write_oracle",
 ]
+
+
+WRITER_FILE = ".writer.json"
+
+
+def _remove_abandoned_partials(cohort_dir: Path) -> None:
+    """Delete hidden ``.<name>.*.partial`` folders that a killed simulation left beside
+    ``cohort_dir`` (their writer process no longer exists)."""
+    for folder in sorted(cohort_dir.parent.glob(f".{cohort_dir.name}.*.partial")):
+        try:
+            writer = json.loads((folder / WRITER_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            writer = {}
+        pid = int(writer.get("pid", 0) or 0)
+        if pid and process_alive(pid, str(writer.get("process_start", ""))):
+            continue  # another simulation is writing it now
+        shutil.rmtree(folder, ignore_errors=True)
+        logger.warning("Removed %s, left half-written by a simulation that was killed.", folder)

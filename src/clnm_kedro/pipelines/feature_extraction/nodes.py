@@ -93,9 +93,7 @@ def predict_network_probabilities(
 ) -> pd.DataFrame:
     """CLNM probability of every patient from one network: ``patient_id, probability``."""
     network, batch_size = _checked(network, roi_crops, patient_splits, feature_extraction)
-    return _probability_table(
-        patient_splits, predict_probabilities(network, roi_crops, batch_size)
-    )
+    return _probability_table(patient_splits, predict_probabilities(network, roi_crops, batch_size))
 
 
 def gather_network_predictions(

@@ -356,7 +356,8 @@ class PackagedTrainingPipeline(PipelineML):
             logger.info(
                 "This run covers only part of the training pipeline (%d of %d steps), so it "
                 "does not log the scoring model to MLflow; a whole `kedro run` does.",
-                len(pipeline.nodes), len(self.nodes),
+                len(pipeline.nodes),
+                len(self.nodes),
             )
             return Pipeline(pipeline.nodes)
 

@@ -7,6 +7,7 @@ reading only.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from collections.abc import Mapping
@@ -162,8 +163,21 @@ def _counts(table: pd.DataFrame) -> dict[str, dict[str, int]]:
     return counts
 
 
+_METRIC_NAME_LENGTH = 100
+
+
 def _metric_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_\-. /]", "_", text)
+    """A centre name as part of an MLflow metric key (letters, digits, ``_-. ``, 100 at most).
+
+    MLflow refuses other characters, path-like names (``Lyon//Sud``, ``../x``) and keys over
+    250 characters. A name that had to change ends with a short hash of the original, so
+    that two centres never share a key.
+    """
+    safe = re.sub(r"[^A-Za-z0-9_\-. ]", "_", str(text)).strip(" ")
+    if safe == text and 0 < len(safe) <= _METRIC_NAME_LENGTH:
+        return safe
+    digest = hashlib.sha256(str(text).encode("utf-8")).hexdigest()[:8]
+    return f"{safe[: _METRIC_NAME_LENGTH - 9]}_{digest}"
 
 
 def _json_records(table: pd.DataFrame) -> list[dict[str, Any]]:
