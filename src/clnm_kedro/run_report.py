@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import shlex
 import threading
 import time
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -47,6 +49,52 @@ _LIST_OPTIONS: tuple[tuple[str, str], ...] = (
     ("--to-outputs", "to_outputs"),
     ("--namespaces", "namespaces"),
 )
+
+
+class _DropMessages(logging.Filter):
+    """Drops the records whose message starts with one of ``prefixes``."""
+
+    def __init__(self, *prefixes: str) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefixes)
+
+
+def quiet_dependencies() -> None:
+    """Silence what the libraries print on every run that says nothing about this run.
+
+    Called from ``settings.py`` and again once Kedro has created the project context
+    (kedro-mlflow is imported by then); calling it twice changes nothing:
+
+    - kedro-mlflow sets its logger to INFO and MLflow installs its own console handler when they
+      are imported, after Kedro applied ``conf/logging.yml``: apply it again so its levels hold
+      (and MLflow's warnings come out in the same one-line format);
+    - OmegaConf's deprecation of ``register_new_resolver``, called by Kedro and kedro-mlflow;
+    - MLflow's note that a model saved with pickle runs code when loaded: the networks (PyTorch
+      flavour) and the scoring pipeline (kedro-mlflow's pyfunc) are saved with pickle on
+      purpose, and a model is only ever loaded from this project's own store
+      (docs/experiment_tracking.md);
+    - MLflow's "Downloading artifacts" bars, one per parameter when kedro-mlflow packages the
+      scoring model (``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=true`` brings them back).
+    """
+    from kedro.framework.project import LOGGING  # noqa: PLC0415 - Kedro's, once configured
+
+    if LOGGING.data:
+        LOGGING.configure(LOGGING.data)
+    warnings.filterwarnings(
+        "ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning
+    )
+    pickle_notices = _DropMessages(
+        "Saving pytorch model by Pickle or CloudPickle",
+        "Passing a Python object as `python_model` causes it to be serialized using CloudPickle",
+    )
+    for name in ("mlflow.pytorch", "mlflow.pyfunc"):
+        source = logging.getLogger(name)
+        if not any(isinstance(item, _DropMessages) for item in source.filters):
+            source.addFilter(pickle_notices)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def _dotted(params: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
@@ -169,6 +217,10 @@ class RunReportHooks:
         self._total = 0
         self._project = Path.cwd()
         self._mlflow_run: tuple[str, str] | None = None
+
+    @hook_impl(tryfirst=True)  # before kedro-mlflow sets up its tracking store
+    def after_context_created(self) -> None:
+        quiet_dependencies()
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline) -> None:
