@@ -11,13 +11,15 @@ from kedro.config import OmegaConfigLoader
 from kedro.utils import find_kedro_project
 
 from clnm_kedro.hooks import UnfinishedOutputsHooks
+from clnm_kedro.model_packaging import PackagedModelHooks
 from clnm_kedro.run_report import RunReportHooks, quiet_dependencies
 
 # A failed or killed run leaves nothing that `kedro run --only-missing-outputs` would take for
 # finished (see clnm_kedro.hooks and the README's "Resuming a run that stopped").
 # RunReportHooks: one console line per finished step, a closing summary (report, external
 # AUCs), and the MLflow tags that repeat the run (`kedro_command` with --env and --params).
-HOOKS = (UnfinishedOutputsHooks(), RunReportHooks())
+# PackagedModelHooks: the packaged scoring model's signature, from the run's scoring contract.
+HOOKS = (UnfinishedOutputsHooks(), RunReportHooks(), PackagedModelHooks())
 quiet_dependencies()  # no library notice that says nothing about the run (run_report.py)
 
 
