@@ -513,6 +513,23 @@ def test_optuna_figures() -> None:
         plt.close(figure)
 
 
+def test_optuna_figures_leave_out_importances_when_every_trial_scored_the_same() -> None:
+    """fANOVA has no variance to explain (it raised "zero total variance in all trees"; a tiny
+    cohort's CV AUC can tie): the history is drawn, the importances are not."""
+    import optuna  # noqa: PLC0415
+
+    study = optuna.create_study(direction="maximize")
+    distribution = optuna.distributions.FloatDistribution(1e-3, 1e3, log=True)
+    for c in (0.01, 1.0, 100.0):
+        study.add_trial(
+            optuna.trial.create_trial(params={"C": c}, distributions={"C": distribution}, value=0.5)
+        )
+    figures = optuna_figures(study)
+    assert isinstance(figures["optimization_history"], Figure)
+    assert figures["param_importances"] is None
+    plt.close(figures["optimization_history"])
+
+
 def test_predicting_needs_the_fitted_feature_columns() -> None:
     table = make_cohort_table()
     result = fit_head_on_training_rows(table, small_spec(n_trials=1), storage_url=None)

@@ -921,7 +921,7 @@ def optuna_figures(study: optuna.Study) -> dict[str, Figure | None]:
     dict
         ``{"optimization_history": Figure | None, "param_importances": Figure | None}``;
         ``None`` where the study has fewer than two complete trials (or, for importances,
-        no searched hyperparameter that varies).
+        no searched hyperparameter or no CV AUC that varies: fANOVA has nothing to explain).
     """
     import warnings  # noqa: PLC0415
 
@@ -946,7 +946,7 @@ def optuna_figures(study: optuna.Study) -> dict[str, Figure | None]:
             if all(name in t.params for t in complete)
             and len({repr(t.params[name]) for t in complete}) > 1
         }
-        if varying:
+        if varying and len({t.value for t in complete}) > 1:
             evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)  # repeatable
             axes = optuna_matplotlib.plot_param_importances(
                 study, evaluator=evaluator, params=sorted(varying)
