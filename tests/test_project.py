@@ -168,4 +168,5 @@ def test_the_mlflow_kedro_command_repeats_the_run() -> None:
         "kedro run --env=paper --pipelines=demo"
     )
     assert "--env" not in kedro_command({**run_params, "env": "local"})  # Kedro's default
-    assert kedro_command({"pipeline_names": ["__default__"]}) == "kedro run"
+    assert kedro_command({"pipeline_names": ["__default__"], "runner": "None"}) == "kedro run"
+    assert kedro_command({"runner": "ThreadRunner"}) == "kedro run --runner=ThreadRunner"

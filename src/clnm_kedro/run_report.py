@@ -147,8 +147,8 @@ def kedro_command(run_params: Mapping[str, Any], env: str | None = None) -> str:
             "--params="
             + ",".join(f"{key}={_param_text(value)}" for key, value in _dotted(runtime_params))
         )
-    runner = run_params.get("runner")
-    if runner and runner != "SequentialRunner":
+    runner = run_params.get("runner")  # Kedro records "None" when none was chosen
+    if runner and runner not in ("None", "SequentialRunner"):
         parts.append(f"--runner={runner}")
     if run_params.get("only_missing_outputs"):
         parts.append("--only-missing-outputs")
