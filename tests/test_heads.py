@@ -502,6 +502,8 @@ def test_optuna_figures() -> None:
         "param_importances": None,
     }
     several = fit_head(X, y, small_spec(n_trials=4), storage_url=None)
+    # optuna-dashboard names the objective after this (not "Objective Value")
+    assert several.studies["logistic_regression"].metric_names == ["cv_auc"]
     style = dict(plt.rcParams)
     figures = optuna_figures(several.studies["logistic_regression"])
     assert all(isinstance(f, Figure) for f in figures.values())

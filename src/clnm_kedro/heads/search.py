@@ -483,6 +483,11 @@ def open_storage(storage_url: str | None) -> optuna.storages.BaseStorage:
     raise AssertionError("unreachable")
 
 
+# What every trial's value is: the mean cross-validated AUC (shown under this name by
+# optuna-dashboard instead of "Objective Value").
+OBJECTIVE_NAME = "cv_auc"
+
+
 def finished_trials(study: optuna.Study) -> int:
     """Number of complete or pruned trials of ``study``."""
     return len(study.get_trials(deepcopy=False, states=FINISHED_STATES))
@@ -527,6 +532,10 @@ def _open_study(
         study = create()
     if stored != fingerprint:
         study.set_user_attr("fingerprint", fingerprint)
+    if study.metric_names != [OBJECTIVE_NAME]:  # optuna-dashboard's name of the objective
+        with warnings.catch_warnings():  # Optuna marks it experimental: its notice, not ours
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([OBJECTIVE_NAME])
     return study
 
 
