@@ -87,6 +87,8 @@ MODEL_REQUIREMENTS: tuple[str, ...] = (
     "scipy",
     "matplotlib",
     "grad-cam",
+    "dcurves",  # imported with the evaluation helpers the scoring reuses
+    "statsmodels",
 )
 EXCLUSIONS: tuple[str, ...] = (
     "inference_table_exclusions",
