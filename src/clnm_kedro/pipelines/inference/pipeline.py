@@ -87,7 +87,7 @@ MODEL_REQUIREMENTS: tuple[str, ...] = (
     "scipy",
     "matplotlib",
     "grad-cam",
-    "dcurves",  # imported with the evaluation helpers the scoring reuses
+    "dcurves",  # imported by clnm_kedro.metrics (calibration, recalibration), which scoring uses
     "statsmodels",
 )
 EXCLUSIONS: tuple[str, ...] = (
