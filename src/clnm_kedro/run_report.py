@@ -2,8 +2,9 @@
 
 :class:`RunReportHooks` (registered in ``settings.py``):
 
-- one console line per finished step (node), with its duration, in place of Kedro's
-  per-dataset and per-node records (``conf/logging.yml`` keeps those at WARNING);
+- one console line per finished step (node) that took a second or more, with its duration
+  (quicker bookkeeping steps at DEBUG), in place of Kedro's per-dataset and per-node records
+  (``conf/logging.yml`` keeps those at WARNING);
 - at the end of a run that evaluated the models, a short summary: where ``report.html`` is and
   each model's AUC on the external centre (from ``metrics.json``), and the MLflow run;
 - the MLflow run's ``kedro_command`` tag is the whole command that repeats the run, with its
@@ -37,6 +38,7 @@ logger = logging.getLogger(__name__)
 # Kedro's environment when `kedro run` is given no --env (settings.CONFIG_LOADER_ARGS).
 DEFAULT_RUN_ENV = "local"
 METRICS_DATASET = "metrics"
+QUICK_STEP_S = 1.0  # steps quicker than this are logged at DEBUG
 REPORT_DATASET = "report"
 
 # `kedro run` options that take a comma-separated list, and the run_params key of each.
@@ -247,11 +249,14 @@ class RunReportHooks:
             self._done += 1
             done = self._done
             started = self._started.pop(node.name, time.perf_counter())
-        logger.info(
+        seconds = time.perf_counter() - started
+        # Bookkeeping steps (well under a second) at DEBUG: the console shows where time goes.
+        logger.log(
+            logging.INFO if seconds >= QUICK_STEP_S else logging.DEBUG,
             "Step %d/%d done in %s: %s",
             done,
             self._total,
-            format_duration(time.perf_counter() - started),
+            format_duration(seconds),
             node.name,
         )
 
