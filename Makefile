@@ -11,7 +11,7 @@ export MPLBACKEND := Agg
 # before the project can set it (PyTorch's and MKL's pins are set by clnm_kedro/__init__.py).
 export OPENBLAS_CORETYPE ?= Haswell
 
-.PHONY: setup run test lint viz viz-screenshot mlflow-ui optuna-dashboard clean-data
+.PHONY: setup run test lint viz viz-screenshot mlflow-ui optuna-dashboard ipython jupyter clean-data
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,14 @@ mlflow-ui: setup                    ## open the MLflow UI on the default trackin
 
 optuna-dashboard: setup             ## look at the heads' Optuna studies (http://127.0.0.1:8080)
 	$(BIN)/optuna-dashboard sqlite:///data/06_models/optuna.db --host 127.0.0.1 --port 8080
+
+# `kedro ipython` and `kedro mlflow ui` start `ipython` and `mlflow` by name, from PATH: put the
+# project's environment first, as `source .venv/bin/activate` would.
+ipython: setup                      ## IPython with the project loaded (catalog, context, pipelines)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/kedro ipython
+
+jupyter: setup                      ## JupyterLab on the project, with the notebooks in notebooks/
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/kedro jupyter lab --ServerApp.root_dir=notebooks
 
 clean-data:                         ## remove generated outputs; never a cohort you put in data/01_raw
 	find data/0[2-8]_* -mindepth 1 ! -name .gitkeep -delete

@@ -502,6 +502,8 @@ def test_optuna_figures() -> None:
         "param_importances": None,
     }
     several = fit_head(X, y, small_spec(n_trials=4), storage_url=None)
+    # optuna-dashboard names the objective after this (not "Objective Value")
+    assert several.studies["logistic_regression"].metric_names == ["cv_auc"]
     style = dict(plt.rcParams)
     figures = optuna_figures(several.studies["logistic_regression"])
     assert all(isinstance(f, Figure) for f in figures.values())
@@ -511,6 +513,23 @@ def test_optuna_figures() -> None:
     assert axes.get_title() == ""
     for figure in figures.values():
         plt.close(figure)
+
+
+def test_optuna_figures_leave_out_importances_when_every_trial_scored_the_same() -> None:
+    """fANOVA has no variance to explain (it raised "zero total variance in all trees"; a tiny
+    cohort's CV AUC can tie): the history is drawn, the importances are not."""
+    import optuna  # noqa: PLC0415
+
+    study = optuna.create_study(direction="maximize")
+    distribution = optuna.distributions.FloatDistribution(1e-3, 1e3, log=True)
+    for c in (0.01, 1.0, 100.0):
+        study.add_trial(
+            optuna.trial.create_trial(params={"C": c}, distributions={"C": distribution}, value=0.5)
+        )
+    figures = optuna_figures(study)
+    assert isinstance(figures["optimization_history"], Figure)
+    assert figures["param_importances"] is None
+    plt.close(figures["optimization_history"])
 
 
 def test_predicting_needs_the_fitted_feature_columns() -> None:

@@ -43,7 +43,7 @@ from clnm_kedro.scoring import (
 )
 from cohort_factory import FactoryCohort
 from float_compare import assert_same_numbers
-from kedro_project import make_project_copy, run_pipelines
+from kedro_project import PROJECT_ROOT, make_project_copy, run_pipelines
 from sim_fixtures import write_tiny_cohort
 
 N_PATIENTS = 40
@@ -321,3 +321,167 @@ def test_clinical_columns_must_keep_their_training_kind() -> None:
     text_age = new.assign(age=["forty"])
     with pytest.raises(CohortError, match=r"age \(a number in training, text here"):
         match_training_columns(text_age, contract)
+
+
+# --- the registered model outside this checkout ------------------------------------------------
+
+# Scores a flat cohort table with the model in the folder given, in whatever Python runs it, and
+# reports where clnm_kedro came from and every distribution the process imported.
+_SCORE_ELSEWHERE = """
+import importlib.util, json, sys
+from importlib.metadata import packages_distributions
+import pandas as pd
+assert importlib.util.find_spec("clnm_kedro") is None, "clnm_kedro importable before loading"
+import mlflow
+model = mlflow.pyfunc.load_model(sys.argv[1])
+table = pd.read_csv(sys.argv[2], dtype=str, keep_default_na=False)
+model.predict(table).to_csv(sys.argv[3], index=False)
+import clnm_kedro
+owners = packages_distributions()
+used = sorted({d for m in list(sys.modules) for d in owners.get(m.split(".")[0], [])})
+print(json.dumps({"clnm_kedro": clnm_kedro.__file__, "distributions": used}))
+"""
+
+
+def _key(name: str) -> str:
+    """A distribution's name as pip compares them."""
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def _requirement_closure(requirements: list[str]) -> set[str]:
+    """The distributions ``requirements`` install: themselves and what they require, as this
+    environment's metadata says (extras and environment markers taken into account)."""
+    from importlib.metadata import PackageNotFoundError, distribution  # noqa: PLC0415
+
+    from packaging.requirements import Requirement  # noqa: PLC0415
+
+    seen: set[str] = set()
+    todo = [(Requirement(line), frozenset()) for line in requirements]
+    while todo:
+        requirement, extras = todo.pop()
+        marker_ok = requirement.marker is None or any(
+            requirement.marker.evaluate({"extra": extra}) for extra in (extras or {""})
+        )
+        if not marker_ok or _key(requirement.name) in seen:
+            continue
+        seen.add(_key(requirement.name))
+        try:
+            dist = distribution(requirement.name)
+        except PackageNotFoundError:
+            continue
+        todo.extend(
+            (Requirement(line), frozenset(requirement.extras)) for line in dist.requires or []
+        )
+    return seen
+
+
+def _model_folder(trained: Path, target: Path) -> Path:
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{trained / 'mlflow.db'}")
+    try:
+        return Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{REGISTERED_MODEL_NAME}/1", dst_path=str(target)
+            )
+        )
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+def test_registered_model_describes_its_input_and_carries_the_project(trained: Path) -> None:
+    from importlib.metadata import version  # noqa: PLC0415
+
+    from mlflow.models import Model  # noqa: PLC0415
+
+    folder = _model_folder(trained, trained / "model_copy")
+    model = Model.load(str(folder / "MLmodel"))
+    contract = json.loads((trained / "data/06_models/scoring_contract.json").read_text())
+    inputs = {spec.name: spec for spec in model.signature.inputs.inputs}
+    view_columns = [f"{v}_{f}" for v in ("longitudinal", "transverse") for f in (
+        "image", "x_min", "y_min", "x_max", "y_max")]
+    assert list(inputs) == ["patient_id", "center", "clnm", *contract["clinical_columns"],
+                            *view_columns]
+    assert not inputs["clnm"].required and inputs["age"].required
+    assert [spec.name for spec in model.signature.outputs.inputs] == list(RESULT_COLUMNS)
+    assert model.metadata["clnm_kedro_version"] == version("clnm_kedro")
+    assert (folder / "code" / "clnm_kedro" / "pipelines" / "inference" / "nodes.py").is_file()
+    requirements = (folder / "requirements.txt").read_text().split()
+    for name in ("mlflow", "kedro", "kedro-mlflow", "torch", "scikit-learn"):
+        assert f"{name}=={version(name)}" in requirements, name
+
+
+@pytest.mark.slow
+def test_registered_model_scores_alike_in_a_separate_environment(
+    trained: Path, new_cohort: Path, scored: pd.DataFrame, tmp_path: Path
+) -> None:
+    """The model in its own virtual environment, outside the checkout, without the project
+    installed: it gets its code from the model, and every distribution it imports is one
+    its ``requirements.txt`` installs (of the project's dependencies); it scores the new
+    patients as ``kedro run`` did.
+
+    With ``CLNM_WHEELHOUSE`` (a folder of wheels of every requirement) the environment is
+    built from ``requirements.txt`` alone (``pip install --no-index``). Without it, installing
+    torch and the rest anew is too heavy for a test (several GB): the new environment then
+    reads the third-party packages of this one (one ``.pth`` line, the project excluded).
+    """
+    import os  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    import sysconfig  # noqa: PLC0415
+
+    folder = _model_folder(trained, tmp_path / "model")
+    requirements = [
+        line.strip()
+        for line in (folder / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith(("-", "#"))
+    ]
+    venv = tmp_path / "venv"
+    python = venv / "bin" / "python"
+    wheelhouse = os.environ.get("CLNM_WHEELHOUSE")
+    if wheelhouse:
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "--no-index", "--find-links", wheelhouse,
+             "-r", str(folder / "requirements.txt")],
+            check=True,
+        )
+    else:
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+        site = subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            check=True, capture_output=True, text=True,
+        ).stdout.strip()
+        Path(site, "third_party.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+
+    table = tmp_path / "table.csv"
+    flatten_cohort(CohortDataset(str(new_cohort)).load()).to_csv(table, index=False)
+    results = tmp_path / "results.csv"
+    environment = {
+        key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV")
+    }
+    done = subprocess.run(
+        [str(python), "-c", _SCORE_ELSEWHERE, str(folder), str(table), str(results)],
+        check=False, cwd=tmp_path, env=environment, capture_output=True, text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert Path(report["clnm_kedro"]).is_relative_to(folder)  # the model's own copy
+    # Every dependency of the project that scoring imports is installed by the requirements
+    # (others, such as IPython, are imported only where they happen to be installed).
+    import tomllib  # noqa: PLC0415
+
+    from packaging.requirements import Requirement  # noqa: PLC0415
+
+    declared = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
+    ours = {_key(Requirement(line).name) for line in declared["dependencies"]}
+    used = {_key(name) for name in report["distributions"]} & ours
+    missing = used - _requirement_closure(requirements)
+    assert not missing, f"imported but not in the model's requirements: {sorted(missing)}"
+
+    elsewhere = _read(results)
+    assert list(elsewhere.columns) == list(RESULT_COLUMNS)
+    rows = elsewhere.set_index("patient_id").loc[scored["patient_id"]]
+    for column in ("probability", *(f"probability_{m}" for m in SCORED_MODELS)):
+        assert_same_numbers(rows[column], scored.set_index("patient_id")[column], column)
+    assert (rows["risk_group"].to_numpy() == scored["risk_group"].to_numpy()).all()

@@ -1,16 +1,22 @@
-"""The project as Kedro sees it: the registry, the catalog's layers."""
+"""The project as Kedro sees it: the registry, the catalog's layers, the run's record."""
 
 from __future__ import annotations
 
+import os
+import shlex
 from graphlib import TopologicalSorter
 from pathlib import Path
 
 import pytest
+from kedro.framework.cli.utils import _split_params
 from kedro.framework.project import configure_project, pipelines
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
+from clnm_kedro import pipeline_registry
+from clnm_kedro.pipeline_registry import registered_names
 from clnm_kedro.pipelines import TRAINING_PIPELINES
+from clnm_kedro.run_report import kedro_command
 from kedro_project import make_project_copy
 
 
@@ -81,3 +87,86 @@ def test_catalog_layers_form_no_cycle_and_every_persisted_dataset_has_one(
                 inherited[name] = sources
     order = list(TopologicalSorter(graph).static_order())  # raises CycleError on a cycle
     assert order.index("raw") < order.index("primary") < order.index("reporting")
+
+
+def test_an_unknown_pipeline_name_stops_with_one_line_naming_the_registered_ones(
+    tmp_path: Path,
+) -> None:
+    """`kedro run --pipelines evalution`: one line, not Kedro's ImportError traceback."""
+    from click.testing import CliRunner  # noqa: PLC0415
+    from kedro.framework.cli.cli import KedroCLI  # noqa: PLC0415
+
+    project = make_project_copy(tmp_path / "project")
+    previous = Path.cwd()
+    os.chdir(project)
+    try:
+        cli = KedroCLI(project_path=project)
+        result = CliRunner().invoke(cli, ["run", "--pipelines", "evalution"])
+    finally:
+        os.chdir(previous)
+        pipelines.set_requested(None)
+    assert result.exit_code == 1
+    (line,) = [text for text in result.output.splitlines() if text.strip()]
+    assert line == (
+        "Error: no pipeline 'evalution' (did you mean 'evaluation'?); registered: "
+        + ", ".join(registered_names())
+    )
+    assert "Traceback" not in result.output
+    assert {"__default__", "demo", "evaluation", "inference", *TRAINING_PIPELINES} <= set(
+        registered_names()
+    )
+    # Every registered name does load.
+    for name in registered_names():
+        assert _load(name).nodes, name
+
+
+def test_a_failing_pipeline_import_is_not_reported_as_an_unknown_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(**_: object) -> dict:
+        raise ImportError("An error occurred while importing the 'x' module.") from ValueError()
+
+    monkeypatch.setattr(pipeline_registry, "find_pipelines", broken)
+    with pytest.raises(ImportError, match="'x' module"):
+        pipeline_registry.register_pipelines()
+
+
+def test_the_mlflow_kedro_command_repeats_the_run() -> None:
+    run_params = {
+        "env": None,
+        "pipeline_names": ["demo"],
+        "tags": [],
+        "node_names": None,
+        "from_nodes": ["dl_dual.train_network"],
+        "to_nodes": [],
+        "from_inputs": [],
+        "to_outputs": [],
+        "namespaces": [],
+        "load_versions": {},
+        "runtime_params": {
+            "cohort_dir": "/data/my cohort",
+            "split": {"external_centers": ["HOSPITAL_B"]},
+            "heads": {"n_trials": 2, "timeout_s": None, "cv": {"n_splits": 3}},
+        },
+        "runner": "SequentialRunner",
+        "only_missing_outputs": True,
+    }
+    command = kedro_command(run_params)
+    assert shlex.split(command) == [
+        "kedro",
+        "run",
+        "--pipelines=demo",
+        "--from-nodes=dl_dual.train_network",
+        "--params=cohort_dir=/data/my cohort,split.external_centers=[HOSPITAL_B],"
+        "heads.n_trials=2,heads.timeout_s=null,heads.cv.n_splits=3",
+        "--only-missing-outputs",
+    ]
+    # What Kedro's CLI makes of that --params is the run's runtime_params again.
+    params = shlex.split(command)[4].removeprefix("--params=")
+    assert _split_params(None, None, params) == run_params["runtime_params"]
+    assert kedro_command({**run_params, "env": "paper", "runtime_params": {}}).startswith(
+        "kedro run --env=paper --pipelines=demo"
+    )
+    assert "--env" not in kedro_command({**run_params, "env": "local"})  # Kedro's default
+    assert kedro_command({"pipeline_names": ["__default__"], "runner": "None"}) == "kedro run"
+    assert kedro_command({"runner": "ThreadRunner"}) == "kedro run --runner=ThreadRunner"

@@ -1,7 +1,8 @@
 """The tools the project's users reach for, checked the way they use them.
 
-One small tracked run (``kedro run --pipelines demo --env test``, then a second run of
-``evaluation`` alone) in an isolated project copy feeds every test here:
+One small tracked run in an isolated project copy feeds every test here: the run a user does
+first, ``kedro run --pipelines demo`` in the default environment (no ``--env``; made small
+with ``--params`` only, see ``SMALL_RUN``), then a second run of ``evaluation`` alone:
 
 - kedro-viz: the static site (``kedro viz build``) served on 127.0.0.1 and rendered in headless
   Chromium shows every node of the pipelines, the data layers and the dataset previews;
@@ -34,6 +35,7 @@ import optuna_dashboard
 import pandas as pd
 import pytest
 import yaml
+from kedro.framework.cli.utils import _split_params
 from kedro.framework.project import configure_project, pipelines
 from mlflow import MlflowClient
 from nbclient import NotebookClient
@@ -59,13 +61,35 @@ HEADS = ("clinical", "dl_features", "combined")
 METRIC_NAME = re.compile(r"^(train|train_cv|val|external|simulate|preprocessing)\.[\w.]+$")
 
 
+# `kedro run --params ...` that makes the default environment's demo small enough for a test:
+# a smaller cohort, crops, networks and head search. Nothing else differs from a user's run.
+SMALL_RUN = ",".join(
+    (
+        "simulate.n_patients=40",
+        "simulate.n_jobs=1",
+        "preprocessing.image_size=48",
+        "dl_training.recipe.network.hidden_dim=8",
+        "dl_training.recipe.training.epochs=2",
+        "dl_training.recipe.training.batch_size=8",
+        "dl_training.recipe.training.warmup_epochs=1",
+        "dl_training.recipe.training.early_stopping_patience=2",
+        "feature_extraction.batch_size=16",
+        "heads.families=[logistic_regression]",
+        "heads.n_trials=2",
+        "heads.cv.n_splits=3",
+    )
+)
+
+
 @pytest.fixture(scope="module")
 def tracked_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A project copy after ``kedro run --pipelines demo --env test`` and a second run of
-    ``evaluation`` alone (two runs to compare), each tracked in the copy's own MLflow store."""
+    """A project copy after ``kedro run --pipelines demo --params SMALL_RUN`` in the default
+    environment, as the README leads a user, and a second run of ``evaluation`` alone (two runs
+    to compare), each tracked in the copy's own MLflow store."""
     project = make_project_copy(tmp_path_factory.mktemp("user_tools") / "project")
-    run_pipelines(project, ["demo"], env="test")
-    run_pipelines(project, ["evaluation"], env="test")
+    params = _split_params(None, None, SMALL_RUN)  # as `kedro run --params` parses them
+    run_pipelines(project, ["demo"], env=None, runtime_params=params)
+    run_pipelines(project, ["evaluation"], env=None, runtime_params=params)
     return project
 
 
@@ -192,8 +216,14 @@ def test_mlflow_runs_are_named_after_their_pipelines_in_one_experiment(
     for experiment in client.search_experiments():
         if experiment.name != "clnm_kedro":  # MLflow's "Default" stays empty
             assert not client.search_runs([experiment.experiment_id]), experiment.name
-    assert runs["demo"].data.tags["kedro_command"] == "kedro run --pipeline=demo"
-    assert runs["demo"].data.tags["env"] == "test"
+    # The command that repeats the run, --params included; the environment Kedro used.
+    assert runs["demo"].data.tags["kedro_command"] == (
+        f"kedro run --pipelines=demo '--params={SMALL_RUN}'"
+    )
+    assert runs["evaluation"].data.tags["kedro_command"].startswith(
+        "kedro run --pipelines=evaluation '--params="
+    )
+    assert runs["demo"].data.tags["env"] == "local"  # no --env: Kedro's default
 
 
 def test_mlflow_parameters_are_grouped_by_block_and_logged_once(tracked_project: Path) -> None:
@@ -207,7 +237,7 @@ def test_mlflow_parameters_are_grouped_by_block_and_logged_once(tracked_project:
     # <block>.<key>... for parameter blocks; <model>.head.<key> for each head's chosen settings
     assert groups - set(HEADS) <= blocks, groups - blocks
     assert not [key for key in params if key.startswith("parameters.")]
-    assert params["preprocessing.image_size"] == "48"  # conf/test
+    assert params["preprocessing.image_size"] == "48"  # SMALL_RUN
     assert params["dl_training.recipe.training.epochs"] == "2"
     assert params["heads.n_trials"] == "2"
     assert params["split.external_centers"] == "['CENTER_B']"
@@ -215,7 +245,7 @@ def test_mlflow_parameters_are_grouped_by_block_and_logged_once(tracked_project:
         yaml.safe_load((PROJECT_ROOT / "conf/base/parameters.yml").read_text())["seed"]
     )
     for head in HEADS:
-        assert params[f"{head}.head.family"] in {"logistic_regression", "knn"}
+        assert params[f"{head}.head.family"] == "logistic_regression"
 
 
 def test_mlflow_metrics_match_the_evaluation_files(tracked_project: Path) -> None:
@@ -310,7 +340,7 @@ def test_optuna_dashboard_shows_every_head_study(tracked_project: Path) -> None:
                 f"{base}/api/studies/{studies[selection['study']]}?after=0", timeout=60
             ) as response:
                 study = json.load(response)
-            assert len(study["trials"]) == 2  # conf/test: heads.n_trials
+            assert len(study["trials"]) == 2  # SMALL_RUN: heads.n_trials
             best = max(trial["values"][0] for trial in study["trials"])
             assert best == pytest.approx(selection["cv_auc"])
     finally:

@@ -7,10 +7,18 @@ Every folder under ``pipelines/`` is registered under its own name, ``demo`` inc
 is safe to run on a real cohort. Both ``__default__`` and ``demo`` are kedro-mlflow
 ``PipelineML`` objects: they end by logging the ``inference`` scoring pipeline with its fitted
 artifacts as one MLflow model, registered as ``clnm_kedro``.
+
+A name that is not registered (``kedro run --pipelines evalution``) stops the command with one
+line naming the registered pipelines, instead of Kedro's ``ImportError`` traceback.
 """
 
 from __future__ import annotations
 
+import re
+from difflib import get_close_matches
+from importlib.resources import files
+
+import click
 from kedro.framework.project import find_pipelines
 from kedro.pipeline import Pipeline
 
@@ -18,13 +26,43 @@ from clnm_kedro.pipelines import TRAINING_PIPELINES
 from clnm_kedro.pipelines.inference.pipeline import with_packaged_model
 
 
+class UnknownPipelineError(click.ClickException):
+    """A pipeline name that is not registered; the Kedro CLI prints it as one line."""
+
+    def __init__(self, name: str, registered: list[str]) -> None:
+        close = get_close_matches(name, registered, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        super().__init__(f"no pipeline '{name}'{hint}; registered: {', '.join(registered)}")
+        self.name = name
+        self.registered = registered
+
+
+def registered_names() -> list[str]:
+    """Every pipeline name ``kedro run --pipelines`` accepts: one per folder, ``__default__``."""
+    folders = files("clnm_kedro.pipelines").iterdir()
+    names = sorted(p.name for p in folders if p.is_dir() and (p / "pipeline.py").is_file())
+    return ["__default__", *names]
+
+
 def register_pipelines() -> dict[str, Pipeline]:
     """Register the project's pipelines.
 
     Returns:
         A mapping from pipeline names to ``Pipeline`` objects.
+
+    Raises:
+        UnknownPipelineError: ``kedro run --pipelines`` named a pipeline that does not exist.
     """
-    pipelines = find_pipelines(raise_errors=True)
+    try:
+        pipelines = find_pipelines(raise_errors=True)
+    except ImportError as error:
+        # Kedro loads only the requested folders and reports a name without one as a failed
+        # import (no underlying cause); a folder whose import really failed is re-raised.
+        missing = re.search(r"'clnm_kedro\.pipelines\.([^']+)'", str(error))
+        registered = registered_names()
+        if error.__cause__ is None and missing and missing.group(1) not in registered:
+            raise UnknownPipelineError(missing.group(1), registered) from None
+        raise
     training = [pipelines[name] for name in TRAINING_PIPELINES if name in pipelines]
     pipelines["__default__"] = sum(training, Pipeline([]))
     # Only the folders named in `kedro run --pipelines ...` are loaded: package what is there.

@@ -17,18 +17,26 @@ from clnm_kedro.hooks import (
     TrainedOnHooks,
     UnfinishedOutputsHooks,
 )
+from clnm_kedro.model_packaging import PackagedModelHooks
+from clnm_kedro.run_report import RunReportHooks, quiet_dependencies
 
 # One run at a time per project data folder; a failed or killed run leaves nothing that
 # `kedro run --only-missing-outputs` would take for finished, and its MLflow run says how it
 # ended; inference warns when it scores the training patients (see clnm_kedro.hooks and the
 # README's "Resuming a run that stopped").
+# RunReportHooks: one console line per finished step, a closing summary (report, external
+# AUCs), and the MLflow tags that repeat the run (`kedro_command` with --env and --params).
+# PackagedModelHooks: the packaged scoring model's signature, from the run's scoring contract.
 HOOKS = (
     UnfinishedOutputsHooks(),
     RunLockHooks(),
     RunStatusHooks(),
     TrainedOnHooks(),
     SameNumbersHooks(),  # the same numbers on any machine (docs/reproducibility.md)
+    RunReportHooks(),
+    PackagedModelHooks(),
 )
+quiet_dependencies()  # no library notice that says nothing about the run (run_report.py)
 
 
 def _project_root() -> str:

@@ -201,8 +201,12 @@ def crop_manifest(
     kept: list[str] = []
     failures: list[dict[str, object]] = []
     groups = manifest.groupby("patient_id", sort=False)
-    bar = tqdm(
-        groups, total=len(patients), desc="Cropping ROIs", unit="patient", disable=not progress
+    bar = tqdm(  # disable=None: shown on a terminal only
+        groups,
+        total=len(patients),
+        desc="Cropping ROIs",
+        unit="patient",
+        disable=None if progress else True,
     )
     for patient_id, rows in bar:
         slot = crops[len(kept)]

@@ -483,6 +483,11 @@ def open_storage(storage_url: str | None) -> optuna.storages.BaseStorage:
     raise AssertionError("unreachable")
 
 
+# What every trial's value is: the mean cross-validated AUC (shown under this name by
+# optuna-dashboard instead of "Objective Value").
+OBJECTIVE_NAME = "cv_auc"
+
+
 def finished_trials(study: optuna.Study) -> int:
     """Number of complete or pruned trials of ``study``."""
     return len(study.get_trials(deepcopy=False, states=FINISHED_STATES))
@@ -527,6 +532,10 @@ def _open_study(
         study = create()
     if stored != fingerprint:
         study.set_user_attr("fingerprint", fingerprint)
+    if study.metric_names != [OBJECTIVE_NAME]:  # optuna-dashboard's name of the objective
+        with warnings.catch_warnings():  # Optuna marks it experimental: its notice, not ours
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([OBJECTIVE_NAME])
     return study
 
 
@@ -921,9 +930,9 @@ def optuna_figures(study: optuna.Study) -> dict[str, Figure | None]:
     dict
         ``{"optimization_history": Figure | None, "param_importances": Figure | None}``;
         ``None`` where the study has fewer than two complete trials (or, for importances,
-        no searched hyperparameter that varies). A plot that fails (e.g. fANOVA's "zero total
-        variance in all trees" when every trial scored the same) never fails the run: it is
-        logged, and its figure only says that it could not be drawn and why.
+        no searched hyperparameter or no CV AUC that varies: fANOVA has nothing to explain). A
+        plot that fails anyway never fails the run: it is logged, and its figure only says that
+        it could not be drawn and why.
     """
     import warnings  # noqa: PLC0415
 
@@ -953,7 +962,7 @@ def optuna_figures(study: optuna.Study) -> dict[str, Figure | None]:
             if all(name in t.params for t in complete)
             and len({repr(t.params[name]) for t in complete}) > 1
         }
-        if varying:
+        if varying and len({t.value for t in complete}) > 1:
             evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)  # repeatable
             try:
                 axes = optuna_matplotlib.plot_param_importances(

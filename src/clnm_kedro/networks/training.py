@@ -388,7 +388,7 @@ def train_network(
                 desc=f"{kind} epoch {epoch}/{epochs}",
                 unit="batch",
                 leave=False,
-                disable=not settings["progress_bar"],
+                disable=None if settings["progress_bar"] else True,  # None: only on a terminal
                 # the validation AUC of the epoch kept so far: how training is going
                 postfix=(
                     {"best_val_auc": f"{best_auc:.3f} (epoch {best_epoch})"} if best_epoch else None

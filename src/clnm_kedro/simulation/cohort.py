@@ -312,7 +312,7 @@ class SyntheticCohort:
             total=len(tasks),
             desc="Rendering ultrasound frames",
             unit="patient",
-            disable=not params["progress_bar"],
+            disable=None if params["progress_bar"] else True,  # None: only on a terminal
         )
         rois: list[tuple[str, str, int, int, int, int]] = []
         with progress:

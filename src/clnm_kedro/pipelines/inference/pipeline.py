@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import logging
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 from kedro.pipeline import Node, Pipeline
 from kedro_mlflow.pipeline.pipeline_ml import KedroMlflowPipelineMLError, PipelineML
 
+import clnm_kedro
 from clnm_kedro.pipelines.clinical_modeling.nodes import build_clinical_model_input
 from clnm_kedro.pipelines.dl_training.pipeline import NETWORK_MODELS
 from clnm_kedro.pipelines.feature_extraction.pipeline import network_inference_template
@@ -57,6 +59,8 @@ from clnm_kedro.pipelines.preprocessing.nodes import (
     validate_tables,
 )
 
+# The project package, shipped inside the packaged model (code_paths).
+PACKAGE_DIR = Path(clnm_kedro.__file__).parent
 # Name of the packaged model in the MLflow model registry (versions 1, 2, ... per training run).
 REGISTERED_MODEL_NAME = "clnm_kedro"
 # The packaged model's input: the flat cohort table (clnm_kedro.scoring.cohort_table).
@@ -83,6 +87,8 @@ MODEL_REQUIREMENTS: tuple[str, ...] = (
     "scipy",
     "matplotlib",
     "grad-cam",
+    "dcurves",  # imported by clnm_kedro.metrics (calibration, recalibration), which scoring uses
+    "statsmodels",
 )
 EXCLUSIONS: tuple[str, ...] = (
     "inference_table_exclusions",
@@ -377,9 +383,14 @@ def with_packaged_model(training: Pipeline) -> PipelineML:
         log_model_kwargs={
             "name": "clnm_model",
             "registered_model_name": REGISTERED_MODEL_NAME,
-            # The input is a table of text cells and paths whose columns follow the training
-            # cohort; the pipeline validates it itself, with messages naming the patients.
+            # The input columns follow the training cohort: clnm_kedro.model_packaging's hook
+            # sets the signature from the run's scoring contract.
             "signature": None,
             "pip_requirements": [f"{name}=={version(name)}" for name in MODEL_REQUIREMENTS],
+            # The project's own code travels with the model (code/clnm_kedro, prepended to
+            # sys.path when it loads), at the version recorded in the model's metadata: the
+            # model loads in any environment with `requirements.txt` installed.
+            "code_paths": [str(PACKAGE_DIR)],
+            "metadata": {"clnm_kedro_version": version("clnm_kedro")},
         },
     )
