@@ -158,8 +158,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--predictions", type=Path)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--skip-known", action="store_true", help="only the resampled cohorts")
     args = parser.parse_args()
-    result = {"known_populations": known_populations(args.repeats, args.seed)}
+    result = (
+        {} if args.skip_known else {"known_populations": known_populations(args.repeats, args.seed)}
+    )
     if args.predictions:
         result["resampled_cohorts"] = resampled_cohorts(args.predictions, args.repeats, args.seed)
     if args.out:
