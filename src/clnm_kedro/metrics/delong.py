@@ -30,6 +30,7 @@ __all__ = [
     "AucCI",
     "AucVariance",
     "DelongTest",
+    "auc_covariance",
     "auc_delong",
     "auc_per_row",
     "delong_ci",
@@ -116,6 +117,19 @@ def _prepare(y: npt.ArrayLike, *scores: tuple[str, npt.ArrayLike]) -> tuple[np.n
         )
     arrays = [check_scores(values, labels.size, name=name) for name, values in scores]
     return labels, np.vstack(arrays)
+
+
+def auc_covariance(
+    y: npt.ArrayLike, *scores: npt.ArrayLike
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validated labels, the AUCs (k,) and their DeLong covariance matrix (k, k).
+
+    Equals ``pROC::cov(roc_a, roc_b, method = "delong")`` off the diagonal and
+    ``pROC::var(method = "delong")`` on it.
+    """
+    labels, matrix = _prepare(y, *((f"score_{i}", s) for i, s in enumerate(scores)))
+    auc, cov = _delong_covariance(labels, matrix)
+    return labels, auc, cov
 
 
 def auc_delong(y: npt.ArrayLike, score: npt.ArrayLike) -> AucVariance:

@@ -39,6 +39,7 @@ from clnm_kedro.metrics import (
     youden_threshold,
 )
 from clnm_kedro.metrics.delong import _delong_covariance
+from clnm_kedro.metrics.power import paired_auc_power, power_statement
 from clnm_kedro.reporting.calibration_stats import CALIBRATION_KEYS, calibration_with_ci
 from clnm_kedro.reporting.predictions import (
     SPLIT_ORDER,
@@ -56,6 +57,7 @@ __all__ = [
     "MLFLOW_METRIC_KEYS",
     "MODEL_KEYS",
     "ORACLE_COLUMNS",
+    "POWER_COLUMNS",
     "STUDY_COMPARISONS",
     "SUBGROUP_COLUMNS",
     "EvaluationSettings",
@@ -65,6 +67,7 @@ __all__ = [
     "evaluate_predictions",
     "mlflow_metrics",
     "oracle_comparison",
+    "power_block",
     "split_metrics",
     "subgroup_auc",
 ]
@@ -140,6 +143,14 @@ DELONG_COLUMNS: tuple[str, ...] = (
     "z",
     "p",
     "n",
+)
+# Power of each paired test (metrics.power): 80 % power, two-sided alpha 0.05, same prevalence.
+POWER_COLUMNS: tuple[str, ...] = (
+    "events",
+    "auc_correlation",
+    "detectable_difference",
+    "n_needed",
+    "power_statement",
 )
 SUBGROUP_COLUMNS: tuple[str, ...] = (
     "variable",
@@ -547,7 +558,8 @@ def evaluate_predictions(
     Returns
     -------
     dict
-        ``confidence_level``, ``threshold_rule`` (words), ``threshold_splits`` and ``models``:
+        ``confidence_level``, ``threshold_rule`` (words), ``threshold_splits``, ``power`` (what
+        each paired DeLong test can detect, :func:`power_block`) and ``models``:
         ``{model: {threshold, threshold_split, splits: {split: {METRIC_KEYS...}}}}`` with the
         bootstrap bounds added to each split when switched on. Values are floats or ints; NaN
         marks what could not be estimated.
@@ -596,6 +608,9 @@ def evaluate_predictions(
             "n_resamples": settings.bootstrap_resamples,
         },
         "models": models,
+        "power": power_block(
+            delong_comparisons(predictions, settings.comparisons, settings.comparison_splits)
+        ),
     }
 
 
@@ -653,10 +668,24 @@ def delong_comparisons(
                 continue
             y, p_a, p_b = paired_scores(predictions, split, model_a, model_b)
             difference = lower = upper = NAN
+            power: dict[str, Any] = dict.fromkeys(POWER_COLUMNS, NAN)
             if _both_classes(y, minimum=2):
                 test = delong_test(y, p_a, p_b)
                 auc_a, auc_b, z, p = test.auc_a, test.auc_b, test.z, test.p
                 difference, lower, upper = auc_difference_ci(y, p_a, p_b, level)
+                design = paired_auc_power(y, p_a, p_b)
+                power = {
+                    "events": design.events,
+                    "auc_correlation": design.correlation,
+                    "detectable_difference": design.detectable_difference,
+                    "n_needed": design.n_needed,
+                    "power_statement": power_statement(
+                        design,
+                        model_label(model_a),
+                        model_label(model_b),
+                        split_label(split).lower(),
+                    ),
+                }
             else:
                 logger.warning(
                     "DeLong test %s vs %s on the %s not estimable: too few patients with or "
@@ -679,9 +708,26 @@ def delong_comparisons(
                     "z": z,
                     "p": p,
                     "n": int(y.size),
+                    **power,
                 }
             )
-    return pd.DataFrame(rows, columns=list(DELONG_COLUMNS))
+    return pd.DataFrame(rows, columns=[*DELONG_COLUMNS, *POWER_COLUMNS])
+
+
+def power_block(delong_tests: pd.DataFrame) -> dict[str, Any]:
+    """metrics.json's ``power``: per split and ``<a>_vs_<b>``, what each paired test can detect.
+
+    From the rows of :func:`delong_comparisons`: the observed AUC difference, the smallest
+    difference detectable with 80 % power (two-sided alpha 0.05) and the patients needed at the
+    same prevalence to detect the observed one, with the sentence stating both.
+    """
+    block: dict[str, Any] = {}
+    for row in delong_tests.itertuples(index=False):
+        block.setdefault(row.split, {})[f"{row.model_a}_vs_{row.model_b}"] = {
+            "auc_difference": row.auc_a - row.auc_b,
+            **{key: getattr(row, key) for key in POWER_COLUMNS},
+        }
+    return block
 
 
 # --- Subgroups ----------------------------------------------------------------------------------

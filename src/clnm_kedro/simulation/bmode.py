@@ -104,6 +104,9 @@ class Anatomy:
     lobe_length_mm: float
     nodule_in_lobe_lateral: float  # -0.3..0.3 of the lobe half-width (positive = medial)
     nodule_in_lobe_cranial: float  # -0.55..0.55 of the lobe half-length (positive = cranial)
+    tracheal_gap_mm: float  # nodule to the medial capsule facing the trachea (NaN: isthmus)
+    polar_gap_mm: float  # nodule to the capsule at the pole (NaN: not an upper/lower nodule)
+    polar_side: str  # "cranial", "caudal" or "none"
     carotid_radius_mm: float
     jugular_flattening: float
     trachea_radius_mm: float
@@ -155,6 +158,9 @@ def sample_anatomy(
         lobe_length_mm=float(rng.uniform(40.0, 52.0)),
         nodule_in_lobe_lateral=float(rng.uniform(-0.3, 0.3)),
         nodule_in_lobe_cranial=float(cranial),
+        tracheal_gap_mm=float(record.get("tracheal_gap_mm", math.nan)),
+        polar_gap_mm=float(record.get("polar_gap_mm", math.nan)),
+        polar_side=str(record.get("polar_side", "none")),
         carotid_radius_mm=float(rng.uniform(2.8, 3.8)),
         jugular_flattening=float(rng.uniform(0.3, 0.8)),
         trachea_radius_mm=float(rng.uniform(8.0, 10.5)),
@@ -424,6 +430,31 @@ def _vertebra(canvas: _Canvas, cx: float, depth: float) -> None:
     canvas.attenuation[sl] += F32(12.0) * edge * (Y > surface + F32(0.2))
 
 
+def _place_against_capsule(
+    gap_mm: float,
+    *,
+    reach_mm: float,
+    half_mm: float,
+    depth_off_mm: float,
+    thickness_mm: float,
+    power: float,
+) -> tuple[float, float]:
+    """Where a nodule sits in a lobe section so that its edge is ``gap_mm`` from the capsule.
+
+    The lobe is a superellipse of half-extent ``half_mm`` along the image and a half-depth chosen
+    so that its depth at the nodule is ``thickness_mm``. Returns the nodule's offset from the
+    lobe's centre towards that capsule, as a share ``u`` of ``half_mm``, and the half-depth.
+    """
+    u = float(np.clip((half_mm - reach_mm - gap_mm) / half_mm, -0.85, 0.85))
+    b_half = thickness_mm / 2.0
+    for _ in range(8):
+        b_half = thickness_mm / 2.0 / (1.0 - abs(u) ** power) ** (1.0 / power)
+        across = min(abs(depth_off_mm) / b_half, 0.99) ** power
+        extent = half_mm * (1.0 - across) ** (1.0 / power)
+        u = float(np.clip((extent - reach_mm - gap_mm) / half_mm, -0.85, 0.85))
+    return u, b_half
+
+
 def _transverse_scene(canvas: _Canvas, anatomy: Anatomy, nodule: Nodule) -> tuple[float, float]:
     """Transverse section: lobe, isthmus, trachea (medial), carotid and jugular (lateral)."""
     muscle_end = _layers(canvas, anatomy, "transverse")
@@ -448,16 +479,22 @@ def _transverse_scene(canvas: _Canvas, anatomy: Anatomy, nodule: Nodule) -> tupl
         _trachea(canvas, h_trachea, y_trachea, radius)
         return h_n, y_n
     s = 1.0 if anatomy.side == "right" else -1.0  # image direction of medial
-    u = anatomy.nodule_in_lobe_lateral
     # nodule x is positive medially; in the image medial is direction s
     medial_reach, lateral_reach = float(high[0]), float(-low[0])
-    a_half = max(
-        anatomy.lobe_half_width_mm, (max(medial_reach, lateral_reach) + 2.0) / (1 - abs(u))
+    power = 2.3
+    # the lobe is placed so that the medial capsule lies tracheal_gap_mm from the nodule's edge
+    gap = anatomy.tracheal_gap_mm
+    a_half = max(anatomy.lobe_half_width_mm, (medial_reach + lateral_reach + gap + 2.5) / 1.8)
+    u, b_half = _place_against_capsule(
+        gap,
+        reach_mm=medial_reach,
+        half_mm=a_half,
+        depth_off_mm=y_n - y_mid,
+        thickness_mm=thickness,
+        power=power,
     )
     dm = u * a_half
     h_lobe = h_n - s * dm
-    power = 2.3
-    b_half = thickness / 2.0 / (1.0 - abs(u) ** power) ** (1.0 / power)
     m_trachea = max(a_half + 0.2 * radius, dm + medial_reach + 0.9 * radius + 1.0)
     h_trachea = h_lobe + s * m_trachea
     y_trachea = y_mid - 0.55 * b_half + radius
@@ -508,6 +545,21 @@ def _longitudinal_scene(canvas: _Canvas, anatomy: Anatomy, nodule: Nodule) -> tu
         length = anatomy.lobe_length_mm
     power = 2.0
     b_half = thickness / 2.0 / (1.0 - abs(u) ** power) ** (1.0 / power)
+    if anatomy.polar_side in ("cranial", "caudal") and math.isfinite(anatomy.polar_gap_mm):
+        # an upper- or lower-third nodule: the pole's capsule polar_gap_mm from its edge (a
+        # blunter pole, power 3, keeps the lobe's depth there)
+        power = 3.0
+        cranial = anatomy.polar_side == "cranial"
+        reach = float(high[2]) if cranial else float(-low[2])
+        u, b_half = _place_against_capsule(
+            anatomy.polar_gap_mm,
+            reach_mm=reach,
+            half_mm=length / 2.0,
+            depth_off_mm=y_n - y_mid,
+            thickness_mm=thickness,
+            power=power,
+        )
+        u = u if cranial else -u
     h_lobe = h_n + u * length / 2.0  # the lobe's centre lies caudal (right) of a cranial nodule
     rng = canvas.rng
     gland = _paint_gland(canvas, [(h_lobe, y_mid, length / 2.0, b_half, power)], anatomy)

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from clnm_kedro.processes import process_alive, this_process
 from clnm_kedro.simulation.bmode import Scanner, encode_png, render_patient
+from clnm_kedro.simulation.ceiling import perfect_reader_ceilings
 from clnm_kedro.simulation.nodule import Nodule
 from clnm_kedro.simulation.parameters import EXECUTION_KEYS, validate_parameters
 from clnm_kedro.simulation.patients import (
@@ -47,7 +48,7 @@ from clnm_kedro.simulation.patients import (
 logger = logging.getLogger(__name__)
 
 #: recorded in simulation.json; bump it whenever the same parameters would give other files
-SIMULATOR_VERSION = "1.0.0"
+SIMULATOR_VERSION = "1.1.0"
 MANIFEST = "simulation.json"
 VIEWS = ("longitudinal", "transverse")
 ORACLE_COLUMNS = (
@@ -66,6 +67,13 @@ ORACLE_COLUMNS = (
     "capsule_gap_mm",
     "capsule_side",
     "gland_thickness_mm",
+    "tracheal_gap_mm",
+    "polar_gap_mm",
+    "polar_side",
+    "transverse_plane_offset_mm",
+    "longitudinal_plane_offset_mm",
+    "transverse_section_mm",
+    "longitudinal_section_mm",
 )
 _ROI_COLUMNS = ("patient_id", "view", "x_min", "y_min", "x_max", "y_max")
 
@@ -198,7 +206,7 @@ class SyntheticCohort:
 
     def manifest(self) -> dict[str, Any]:
         """What ``simulation.json`` records: simulator version, seed and parameters."""
-        params = {k: v for k, v in self.parameters.items() if k not in EXECUTION_KEYS}
+        params = {k: v for k, v in self.parameters.items() if k not in (*EXECUTION_KEYS, "presets")}
         manifest = {
             "simulator": "clnm_kedro.simulation",
             "version": SIMULATOR_VERSION,
@@ -335,7 +343,8 @@ class SyntheticCohort:
         )
 
     def summary(self) -> dict[str, Any]:
-        """Prevalence, counts, oracle AUC per centre, clinical-only AUC and odds ratios."""
+        """Prevalence, counts, oracle AUC per centre, clinical-only AUC, odds ratios, and the
+        perfect-reader ceilings of the parameters (both views, each view, clinical, oracle)."""
         table = self.table
         centers = [c["name"] for c in self.parameters["centers"]]
         per_center = {}
@@ -374,11 +383,18 @@ class SyntheticCohort:
                 },
             },
             "intercept": self.sample.intercept,
+            "preset": self.parameters.get("preset", "default"),
+            "perfect_reader_ceilings": perfect_reader_ceilings(
+                self.parameters, n_patients=int(self.parameters["ceiling_patients"])
+            ),
         }
 
-    def metrics(self) -> dict[str, dict[str, float]]:
-        """Summary figures for MLflow: ``{name: {"value": v, "step": 0}}``."""
-        summary = self.summary()
+    def metrics(self, summary: dict[str, Any] | None = None) -> dict[str, dict[str, float]]:
+        """Summary figures for MLflow: ``{name: {"value": v, "step": 0}}``.
+
+        ``summary`` is :meth:`summary`'s result when the caller already has it.
+        """
+        summary = self.summary() if summary is None else summary
         values: dict[str, float | None] = {
             "prevalence.overall": summary["prevalence"],
             "oracle_auc.overall": summary["oracle_auc"],
@@ -389,6 +405,8 @@ class SyntheticCohort:
             values[f"oracle_auc.{name}"] = figures["oracle_auc"]
         for name, auc in summary["clinical_only_auc"]["auc"].items():
             values[f"clinical_only_auc.{name}"] = auc
+        for reader, auc in summary["perfect_reader_ceilings"]["external_auc"].items():
+            values[f"perfect_reader_auc.{reader}"] = auc
         return {k: {"value": float(v), "step": 0} for k, v in values.items() if v is not None}
 
 

@@ -13,6 +13,10 @@ outward bumps (spicules), scaled by the latent margin irregularity of that plane
 transverse image shows the transverse irregularity and the taller-than-wide ratio, the
 longitudinal image the cranio-caudal irregularity and extent, and an echogenic focus shows in a
 plane only when it lies within the beam's slice thickness of it.
+
+Section planes are placed by hand: the transverse image is the plane ``z = plane_offsets_mm[0]``
+and the longitudinal image the plane ``x = plane_offsets_mm[1]`` (both 0 for a section through
+the centre). An off-centre plane cuts a smaller section and sees other foci.
 """
 
 from __future__ import annotations
@@ -112,6 +116,8 @@ class Nodule:
     transverse_margin: MarginProfile
     longitudinal_margin: MarginProfile
     foci_mm: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    #: where the hand put each section: z of the transverse plane, x of the longitudinal one (mm)
+    plane_offsets_mm: tuple[float, float] = (0.0, 0.0)
 
     def radius_factor(self, u: np.ndarray) -> np.ndarray:
         """Relative radius ``1 + P(u)`` for unit directions ``u`` (shape ``(..., 3)``)."""
@@ -146,6 +152,17 @@ class Nodule:
             self.transverse_margin,
             self.longitudinal_margin,
             self.foci_mm * factor,
+            (self.plane_offsets_mm[0] * factor, self.plane_offsets_mm[1] * factor),
+        )
+
+    def with_plane_offsets(self, transverse_z_mm: float, longitudinal_x_mm: float) -> Nodule:
+        """The same nodule, its transverse section at ``z`` and its longitudinal one at ``x``."""
+        return Nodule(
+            self.semi_axes_mm,
+            self.transverse_margin,
+            self.longitudinal_margin,
+            self.foci_mm,
+            (float(transverse_z_mm), float(longitudinal_x_mm)),
         )
 
     def section(
@@ -165,26 +182,28 @@ class Nodule:
         """
         a, b, c = self.semi_axes_mm
         horizontal_mm, depth_mm = np.broadcast_arrays(horizontal_mm, depth_mm)
-        qh = horizontal_mm / (a if view == "transverse" else c)
-        qy = depth_mm / b
-        rho = np.sqrt(qh**2 + qy**2)
+        if view == "transverse":  # plane z = offset, horizontal axis x
+            offset = self.plane_offsets_mm[0]
+            points = (horizontal_mm, depth_mm, np.full_like(horizontal_mm, offset))
+        else:  # plane x = offset, horizontal axis z
+            offset = self.plane_offsets_mm[1]
+            points = (np.full_like(horizontal_mm, offset), depth_mm, horizontal_mm)
+        q = np.stack([points[0] / a, points[1] / b, points[2] / c], axis=-1)
+        rho = np.sqrt(np.sum(q**2, axis=-1))
         safe = np.maximum(rho, 1e-9)
-        zeros = np.zeros_like(qh)
-        if view == "transverse":
-            u = np.stack([qh / safe, qy / safe, zeros], axis=-1)
-        else:
-            u = np.stack([zeros, qy / safe, qh / safe], axis=-1)
-        radius = self.radius_factor(u)
-        local_mm = np.sqrt(horizontal_mm**2 + depth_mm**2) / safe
+        radius = self.radius_factor(q / safe[..., None])
+        length_mm = np.sqrt(horizontal_mm**2 + depth_mm**2 + offset**2)
+        local_mm = length_mm / safe
         distance = (radius - rho) * np.maximum(local_mm, 1e-6)
         return np.clip(0.5 + distance / edge_mm, 0.0, 1.0)
 
     def foci_in_plane(self, view: View) -> tuple[np.ndarray, np.ndarray]:
-        """In-plane positions ``(n, 2)`` as (horizontal, depth) mm and elevation distances (mm)."""
+        """In-plane positions ``(n, 2)`` as (horizontal, depth) mm and elevation distances (mm)
+        from the (possibly off-centre) section plane."""
         f = self.foci_mm
         if view == "transverse":
-            return f[:, [0, 1]], np.abs(f[:, 2])
-        return f[:, [2, 1]], np.abs(f[:, 0])
+            return f[:, [0, 1]], np.abs(f[:, 2] - self.plane_offsets_mm[0])
+        return f[:, [2, 1]], np.abs(f[:, 0] - self.plane_offsets_mm[1])
 
 
 def elevation_weight(elevation_mm: np.ndarray, slice_thickness_mm: float) -> np.ndarray:

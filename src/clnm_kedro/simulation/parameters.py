@@ -14,7 +14,10 @@ from typing import Any
 LOCATIONS = ("upper", "middle", "lower", "isthmus")
 
 #: keys that change how the cohort is produced, not what it contains (left out of the manifest)
-EXECUTION_KEYS = ("n_jobs", "progress_bar")
+EXECUTION_KEYS = ("n_jobs", "progress_bar", "ceiling_patients")
+#: optional keys: the named preset to apply and the presets (overrides of this block) by name
+PRESET_KEYS = ("preset", "presets")
+DEFAULT_PRESET = "default"
 
 _TOP = (
     "n_patients",
@@ -48,6 +51,9 @@ _POPULATION = (
     "microcalcification_share",
     "extra_foci_mean",
     "capsule_contact_share",
+    "tracheal_contact_share",
+    "polar_contact_share",
+    "section_offset_sd",
     "gland_thickness_mean_mm",
     "gland_thickness_sd_mm",
 )
@@ -72,6 +78,9 @@ _RISK = (
     "margin_irregularity_transverse",
     "margin_irregularity_longitudinal",
     "taller_than_wide",
+    "tracheal_capsule_contact",
+    "polar_capsule_contact",
+    "taller_than_long",
     "match_crude_odds_ratios",
 )
 _CENTER = ("name", "id_prefix", "share", "case_mix", "scanner")
@@ -178,6 +187,9 @@ def _check_population(pop: Mapping[str, Any], where: str, partial: bool = False)
         "microcalcification_share": _share,
         "extra_foci_mean": _non_negative,
         "capsule_contact_share": _share,
+        "tracheal_contact_share": _share,
+        "polar_contact_share": _share,
+        "section_offset_sd": _non_negative,
         "gland_thickness_mean_mm": _positive,
         "gland_thickness_sd_mm": _non_negative,
     }
@@ -241,16 +253,61 @@ def _check_scanner(scanner: Mapping[str, Any], where: str) -> None:
         )
 
 
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``override`` merged in: mappings key by key, anything else replaced."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(dict(out[key]), value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def apply_preset(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The block with its named ``preset`` (one of ``presets``) merged over it.
+
+    ``preset: default`` (or no ``preset``) changes nothing. A preset only overrides keys of the
+    block (nested mappings key by key); applying it twice gives the same block.
+    """
+    params = copy.deepcopy(dict(params))
+    name = params.get("preset", DEFAULT_PRESET)
+    presets = params.get("presets") or {}
+    if not isinstance(presets, Mapping):
+        raise SimulationParameterError("simulate.presets must map preset names to overrides")
+    if name == DEFAULT_PRESET:
+        return params
+    if name not in presets:
+        raise SimulationParameterError(
+            f"simulate.preset {name!r} is not defined; choose one of "
+            f"{', '.join([DEFAULT_PRESET, *map(str, presets)])}"
+        )
+    override = presets[name]
+    if not isinstance(override, Mapping):
+        raise SimulationParameterError(f"simulate.presets.{name} must be a mapping of overrides")
+    bad = [k for k in override if k not in _TOP or k in PRESET_KEYS]
+    if bad:
+        raise SimulationParameterError(
+            f"simulate.presets.{name} may only override simulate's keys; unknown: "
+            f"{', '.join(map(str, bad))}"
+        )
+    return _merge(params, override)
+
+
 def validate_parameters(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Check the ``simulate`` block and return it as a plain dict (a deep copy).
+    """Check the ``simulate`` block, its named preset applied, and return it as a plain dict.
 
     Raises
     ------
     SimulationParameterError
         Naming the parameter that is missing, unknown or out of range.
     """
+    if not isinstance(params, Mapping):
+        raise SimulationParameterError("simulate must be a mapping")
+    params = apply_preset(params)
+    presets = {k: params.pop(k) for k in PRESET_KEYS if k in params}
     _keys(params, _TOP, "simulate")
-    params = copy.deepcopy(dict(params))
+    params.update(presets)
     n = params["n_patients"]
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
         raise SimulationParameterError(
@@ -264,6 +321,11 @@ def validate_parameters(params: Mapping[str, Any]) -> dict[str, Any]:
     jobs = params["n_jobs"]
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise SimulationParameterError(f"simulate.n_jobs must be a whole number >= 1, got {jobs!r}")
+    ceiling = params["ceiling_patients"]
+    if isinstance(ceiling, bool) or not isinstance(ceiling, int) or ceiling < 100:
+        raise SimulationParameterError(
+            f"simulate.ceiling_patients must be a whole number >= 100, got {ceiling!r}"
+        )
     if not isinstance(params["progress_bar"], bool):
         raise SimulationParameterError("simulate.progress_bar must be true or false")
 

@@ -11,7 +11,11 @@ where ``eta`` (the linear predictor) adds the log odds ratios of the true clinic
 age < 45, size > 5 mm, Hashimoto, location) and of the nodule as a perfect reader would see it:
 capsule proximity (full effect at contact, decaying with the gap), microcalcification present plus
 each extra focus, margin irregularity seen in the transverse and in the longitudinal plane (per SD),
-and taller-than-wide shape. ``b0`` is solved so that the expected prevalence equals the target.
+and taller-than-wide shape. Some signs only one section plane can show: contact with the medial
+capsule facing the trachea and taller-than-wide (transverse plane, the x-y plane), contact with
+the capsule at the upper or lower pole and taller-than-long (longitudinal plane, the z-y plane);
+anterior or posterior contact lies on the depth axis that both planes contain. ``b0`` is solved
+so that the expected prevalence equals the target.
 The clinical columns are a radiologist's coarse, noisy calls of the same things; the images hold
 the rest.
 """
@@ -191,10 +195,33 @@ def sample_patient(
     else:
         p_call = reading["microcalcification_false_positive"]
     micro_call = bool(rng.uniform() < p_call)
-    contact_call = bool(
-        gap + rng.normal(0.0, reading["capsule_contact_noise_mm"])
-        < reading["capsule_contact_threshold_mm"]
-    )
+    contact_noise = float(rng.normal(0.0, reading["capsule_contact_noise_mm"]))
+
+    # one-plane signs (drawn last, so every value above stays what it was for a seed)
+    scale = size_true / unit_diameter
+    extent = (unit_high - unit_low) * scale  # lateral width, depth, cranio-caudal length (mm)
+    tracheal_gap = math.nan  # the isthmus has no medial capsule beside the trachea
+    if location != "isthmus":
+        if rng.uniform() < pop["tracheal_contact_share"]:
+            tracheal_gap = float(rng.uniform(-0.3, 0.05))
+        else:
+            tracheal_gap = float(rng.uniform(1.0, 6.0))
+    polar_gap, polar_side = math.nan, "none"  # mid-lobe and isthmus nodules lie off the poles
+    if location in ("upper", "lower"):
+        polar_side = "cranial" if location == "upper" else "caudal"
+        if rng.uniform() < pop["polar_contact_share"]:
+            polar_gap = float(rng.uniform(-0.3, 0.05))
+        else:
+            polar_gap = float(rng.uniform(1.5, 8.0))
+    # the hand's section planes: off the centre by a share of the perpendicular semi-axis
+    spread = float(pop["section_offset_sd"])
+    shares = np.clip(rng.normal(0.0, spread, size=2), -0.6, 0.6) if spread > 0 else np.zeros(2)
+    offset_t = float(shares[0] * nodule.semi_axes_mm[2])  # transverse plane: z
+    offset_l = float(shares[1] * nodule.semi_axes_mm[0])  # longitudinal plane: x
+    nodule = nodule.with_plane_offsets(offset_t, offset_l)
+    # the radiologist calls contact on whichever capsule the two views show closest
+    closest = np.nanmin([gap, tracheal_gap, polar_gap])
+    contact_call = bool(closest + contact_noise < reading["capsule_contact_threshold_mm"])
 
     plane_t = nodule.foci_in_plane("transverse")[1]
     plane_l = nodule.foci_in_plane("longitudinal")[1]
@@ -226,6 +253,18 @@ def sample_patient(
         "capsule_gap_mm": gap,
         "capsule_side": side,
         "gland_thickness_mm": thickness,
+        "tracheal_gap_mm": tracheal_gap,
+        "polar_gap_mm": polar_gap,
+        "polar_side": polar_side,
+        "transverse_plane_offset_mm": offset_t,
+        "longitudinal_plane_offset_mm": offset_l,
+        # largest in-plane extent of each (off-centre) section
+        "transverse_section_mm": float(
+            max(extent[0], extent[1]) * math.sqrt(max(1.0 - shares[0] ** 2, 0.0))
+        ),
+        "longitudinal_section_mm": float(
+            max(extent[2], extent[1]) * math.sqrt(max(1.0 - shares[1] ** 2, 0.0))
+        ),
     }
     return PatientDraw(record, nodule, float(label_rng.normal()), float(label_rng.uniform()))
 
@@ -254,15 +293,29 @@ def log_odds_ratios(risk: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def capsule_proximity(gap_mm: np.ndarray, decay_mm: float) -> np.ndarray:
+    """1 at contact, decaying as ``exp(-gap / decay)``; 0 where there is no such capsule (NaN)."""
+    gap = np.asarray(gap_mm, dtype=np.float64)
+    return np.where(np.isnan(gap), 0.0, np.exp(-np.maximum(np.nan_to_num(gap), 0.0) / decay_mm))
+
+
+def taller_than(ratio: np.ndarray) -> np.ndarray:
+    """Soft indicator of depth > the other axis, from ``depth / other`` (steep logistic)."""
+    return sigmoid(np.log(np.asarray(ratio, dtype=np.float64)) / 0.04)
+
+
 def linear_predictor(table: pd.DataFrame, coef: dict[str, Any]) -> np.ndarray:
     """``eta``: log-odds of CLNM from the true state, without intercept and unobserved factor.
 
     ``coef`` holds log odds ratios (:func:`log_odds_ratios`).
     """
     foci = table["echogenic_foci"].to_numpy(dtype=float)
-    gap = np.maximum(table["capsule_gap_mm"].to_numpy(float), 0.0)
-    proximity = np.exp(-gap / coef["capsule_decay_mm"])
-    taller = sigmoid(np.log(table["depth_width_ratio"].to_numpy(float)) / 0.04)
+    decay = coef["capsule_decay_mm"]
+    proximity = capsule_proximity(table["capsule_gap_mm"].to_numpy(float), decay)
+    tracheal = capsule_proximity(table["tracheal_gap_mm"].to_numpy(float), decay)
+    polar = capsule_proximity(table["polar_gap_mm"].to_numpy(float), decay)
+    taller = taller_than(table["depth_width_ratio"].to_numpy(float))
+    taller_long = taller_than(table["depth_length_ratio"].to_numpy(float))
     eta = (
         coef["male"] * (table["sex"].to_numpy() == "M")
         + coef["age_under_45"] * (table["age"].to_numpy(float) < 45)
@@ -276,6 +329,9 @@ def linear_predictor(table: pd.DataFrame, coef: dict[str, Any]) -> np.ndarray:
         + coef["margin_irregularity_longitudinal"]
         * table["margin_score_longitudinal"].to_numpy(float)
         + coef["taller_than_wide"] * taller
+        + coef["tracheal_capsule_contact"] * tracheal
+        + coef["polar_capsule_contact"] * polar
+        + coef["taller_than_long"] * taller_long
     )
     return np.asarray(eta, dtype=np.float64)
 

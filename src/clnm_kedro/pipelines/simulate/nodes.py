@@ -73,4 +73,15 @@ def summarise_simulation(
             100.0 * figures["prevalence"],
             "n/a" if figures["oracle_auc"] is None else f"{figures['oracle_auc']:.3f}",
         )
-    return summary, cohort.metrics()
+    ceilings = summary["perfect_reader_ceilings"]["external_auc"]
+    logger.info(
+        "Perfect-reader external AUC (preset %s): both views %.3f, longitudinal %.3f, "
+        "transverse %.3f, clinical %.3f, oracle %.3f",
+        summary["preset"],
+        ceilings["both_views"],
+        ceilings["longitudinal"],
+        ceilings["transverse"],
+        ceilings["clinical"],
+        ceilings["oracle"],
+    )
+    return summary, cohort.metrics(summary)
