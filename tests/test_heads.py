@@ -627,23 +627,30 @@ def test_no_class_weight_offset_and_a_balanced_one_is_calibrated_away() -> None:
     assert offsets["balanced"] < -0.6
 
 
-def test_nested_estimate_is_honest_where_the_selection_cv_is_not() -> None:
-    # No signal at all: the selection CV's best of several families and trials looks above
-    # chance; the nested estimate, whose search never saw the scored patients, does not.
-    rng = np.random.default_rng(2)
-    X = pd.DataFrame(rng.normal(size=(150, 6)), columns=[f"x{i}" for i in range(6)])
-    y = rng.permutation(np.r_[np.ones(50, int), np.zeros(100, int)])
-    spec = small_spec(
-        families=["logistic_regression", "knn", "svm"],
-        n_trials=6,
-        selection={"rule": "best"},
-        outer_cv={"n_splits": 3},
-    )
-    selection = fit_head(X, y, spec, storage_url=None)
+def test_nested_estimate_never_scores_a_patient_its_search_has_seen(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from clnm_kedro.heads import search  # noqa: PLC0415
+
+    searched: list[set[int]] = []
+    original = search.fit_head
+
+    def spy(X: pd.DataFrame, y: np.ndarray, *args: Any, **kwargs: Any) -> Any:
+        searched.append(set(X.index))
+        return original(X, y, *args, **kwargs)
+
+    monkeypatch.setattr(search, "fit_head", spy)
+    X, y = make_table(90)
+    spec = small_spec(families=["logistic_regression", "knn"], n_trials=1, outer_cv={"n_splits": 3})
     risks, folds = nested_out_of_fold(X, y, spec)
-    assert len(folds) == 3 and set(folds["family"]) <= {"logistic_regression", "knn", "svm"}
-    assert selection.cv_auc > 0.55
-    assert roc_auc_score(y, risks) < selection.cv_auc - 0.04
+    # One whole search (all families, selection, calibration) per outer fold; each patient
+    # is left out of exactly one of them, the one that scores it.
+    assert len(searched) == 3 and folds["n_patients"].sum() == len(X)
+    left_out = [set(X.index) - rows for rows in searched]
+    assert sorted(len(rows) for rows in left_out) == sorted(folds["n_patients"])
+    assert set().union(*left_out) == set(X.index)
+    assert sum(len(rows) for rows in left_out) == len(X)
+    assert np.isfinite(risks).all() and ((risks > 0) & (risks < 1)).all()
 
 
 def test_calibrated_head_round_trips_and_scores_calibrated_risks(tmp_path: Path) -> None:
