@@ -666,3 +666,20 @@ def test_calibrated_head_round_trips_and_scores_calibrated_risks(tmp_path: Path)
     loaded = pickle.loads(path.read_bytes())
     np.testing.assert_allclose(loaded.predict_proba(X)[:, 1], risks)
     assert loaded.calibration == head.pipeline.calibration
+
+
+def test_calibration_never_reverses_a_head() -> None:
+    from clnm_kedro.heads.search import calibrate_head  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 300)
+    informative = np.clip(0.3 + 0.3 * y + rng.normal(0, 0.1, 300), 0.01, 0.99)
+    assert calibrate_head(y, informative).slope > 0
+    # Out-of-fold predictions that fall as the risk rises (per-fold prevalences of a head
+    # that learnt nothing): only the intercept is refitted, the ranking is kept.
+    reversed_ = np.clip(0.4 - 0.02 * y + rng.normal(0, 0.005, 300), 0.01, 0.99)
+    calibration = calibrate_head(y, reversed_)
+    assert calibration.slope == 1.0
+    assert calibration.intercept == pytest.approx(
+        calibration_intercept_slope(y, reversed_).intercept
+    )

@@ -59,6 +59,7 @@ from sklearn.model_selection import (
 )
 from sklearn.pipeline import Pipeline
 from sqlalchemy.engine import make_url
+from statsmodels.tools.sm_exceptions import SingularMatrixWarning
 from tqdm.auto import tqdm
 
 from clnm_kedro.heads.calibrated import CalibratedHead
@@ -80,6 +81,7 @@ from clnm_kedro.heads.preprocess import (
     build_reduction,
     feature_columns,
 )
+from clnm_kedro.metrics.calibration import calibration_intercept_slope
 from clnm_kedro.metrics.recalibration import LogitCalibration
 
 logger = logging.getLogger(__name__)
@@ -930,7 +932,7 @@ def fit_head(
     with single_threaded_numerics():
         pipeline = build_head_pipeline(columns, family, params, options).fit(X, y_array)
         out_of_fold = selection_out_of_fold(pipeline, X, y_array, spec, seed)
-    calibration = LogitCalibration.fit(y_array, out_of_fold)
+    calibration = calibrate_head(y_array, out_of_fold, model_name)
     cv_auc = float(comparison.loc[best, "cv_auc"])
     logger.info(
         "%s model: selected %s (%s), refitted on %d training patients; calibration on its "
@@ -952,6 +954,33 @@ def fit_head(
         reason,
         studies,
     )
+
+
+def calibrate_head(
+    y: np.ndarray, out_of_fold: np.ndarray, model_name: str = "head"
+) -> LogitCalibration:
+    """The head's calibration: intercept and slope on its out-of-fold predictions.
+
+    A slope that is not positive would reverse the head's ranking. It happens when the
+    out-of-fold predictions carry no information (a head that shrank every coefficient to
+    zero predicts, in each fold, about the prevalence of that fold's training part, which is
+    lower where the held-out part has more events). Then only the intercept is refitted
+    (slope kept at 1: calibration-in-the-large), with a warning.
+    """
+    with warnings.catch_warnings():
+        # Predictions that hardly vary make the slope's design nearly singular (see above).
+        warnings.simplefilter("ignore", SingularMatrixWarning)
+        calibration = LogitCalibration.fit(y, out_of_fold)
+        if calibration.slope > 0:
+            return calibration
+        intercept = calibration_intercept_slope(y, out_of_fold).intercept
+    logger.warning(
+        "%s model: the calibration slope of the selected head's out-of-fold predictions is "
+        "%.3f (they carry no information about CLNM); only its intercept is recalibrated.",
+        model_name,
+        calibration.slope,
+    )
+    return LogitCalibration(float(intercept), 1.0, n=calibration.n, events=calibration.events)
 
 
 def selection_out_of_fold(
@@ -1015,9 +1044,7 @@ def nested_out_of_fold(
                 "n_patients": len(test_index),
                 "family": inner.family,
                 "inner_cv_auc": inner.cv_auc,
-                "outer_auc": float(
-                    roc_auc_score(y_array[test_index], probabilities[test_index])
-                ),
+                "outer_auc": float(roc_auc_score(y_array[test_index], probabilities[test_index])),
                 "calibration_intercept": calibration.intercept,
                 "calibration_slope": calibration.slope,
             }
