@@ -25,9 +25,8 @@ from mlflow import MlflowClient
 from sklearn.base import clone
 from sklearn.model_selection import RepeatedStratifiedKFold
 
-from clnm_kedro.heads.search import nested_out_of_fold, selection_out_of_fold
+from clnm_kedro.heads.search import calibrate_head, nested_out_of_fold, selection_out_of_fold
 from clnm_kedro.heads.tables import clinical_model_input, combined_model_input
-from clnm_kedro.metrics.recalibration import LogitCalibration
 from clnm_kedro.pipelines.clinical_modeling import create_pipeline as clinical_pipeline
 from clnm_kedro.pipelines.fusion import create_pipeline as fusion_pipeline
 from clnm_kedro.pipelines.head_template import (
@@ -418,7 +417,7 @@ def test_out_of_fold_rows_use_the_search_folds(cohort: dict[str, pd.DataFrame]) 
     assert list(rows["patient_id"]) == list(train["patient_id"])
     assert set(rows["split"]) == {"train_cv"}
     # ... through the head's calibration, which was fitted on exactly these predictions.
-    assert head.calibration == LogitCalibration.fit(y, expected)
+    assert head.calibration == calibrate_head(y, expected, "clinical")
     np.testing.assert_allclose(rows["probability"], head.calibration.apply(expected))
 
 
