@@ -22,6 +22,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from clnm_kedro.heads import (
     FAMILIES,
+    CalibratedHead,
     EstimatorOptions,
     HeadSpec,
     HyperParameter,
@@ -33,7 +34,11 @@ from clnm_kedro.heads import (
     out_of_fold_probabilities,
     parse_search_space,
     predict_head,
+    select_family,
 )
+from clnm_kedro.heads.search import cv_standard_error, nested_out_of_fold
+from clnm_kedro.metrics.calibration import calibration_intercept_slope
+from clnm_kedro.metrics.recalibration import LogitCalibration
 
 matplotlib.use("Agg")
 
@@ -359,7 +364,11 @@ def test_permuted_training_labels_give_chance_cv_auc() -> None:
 
 def test_best_family_is_refitted_and_compared() -> None:
     X, y = make_table(120)
-    spec = small_spec(families=["logistic_regression", "knn", "catboost", "svm"], n_trials=2)
+    spec = small_spec(
+        families=["logistic_regression", "knn", "catboost", "svm"],
+        n_trials=2,
+        selection={"rule": "best"},
+    )
     result = fit_head(X, y, spec, storage_url=None, model_name="combined")
     table = result.comparison
     assert list(table["family"]) == ["logistic_regression", "knn", "catboost", "svm"]
@@ -374,7 +383,13 @@ def test_best_family_is_refitted_and_compared() -> None:
     reference = build_head_pipeline(
         feature_columns(X), result.family, result.params, EstimatorOptions(seed=0)
     ).fit(X, y)
-    np.testing.assert_array_equal(result.pipeline.predict_proba(X), reference.predict_proba(X))
+    np.testing.assert_array_equal(result.pipeline.score(X), reference.predict_proba(X)[:, 1])
+    # ... followed by its calibration, fitted on its out-of-fold predictions.
+    assert result.pipeline.calibration == LogitCalibration.fit(y, result.out_of_fold)
+    np.testing.assert_allclose(
+        result.pipeline.predict_proba(X)[:, 1],
+        result.pipeline.calibration.apply(reference.predict_proba(X)[:, 1]),
+    )
 
 
 def test_same_seed_repeats_exactly(tmp_path: Path) -> None:
@@ -398,10 +413,10 @@ def test_same_seed_repeats_exactly(tmp_path: Path) -> None:
 def test_out_of_fold_probabilities_match_manual_folds() -> None:
     X, y = make_table(90)
     result = fit_head(X, y, small_spec(n_trials=1), storage_url=None)
-    probabilities = out_of_fold_probabilities(result.pipeline, X, y, cv=3, seed=4)
+    probabilities = out_of_fold_probabilities(result.pipeline.pipeline, X, y, cv=3, seed=4)
     expected = np.empty(len(y))
     for train, test in StratifiedKFold(3, shuffle=True, random_state=4).split(X, y):
-        fitted = clone(result.pipeline).fit(X.iloc[train], y[train])
+        fitted = clone(result.pipeline.pipeline).fit(X.iloc[train], y[train])
         expected[test] = fitted.predict_proba(X.iloc[test])[:, 1]
     np.testing.assert_allclose(probabilities, expected)
 
@@ -540,3 +555,150 @@ def test_predicting_needs_the_fitted_feature_columns() -> None:
     assert probabilities.shape == (60,)
     with pytest.raises(ValueError, match=r"lacks the feature columns .*\['age'\]"):
         predict_head(result.pipeline, external.drop(columns="age"))
+
+
+# --------------------------------------------------------------------------------------
+# Selection (one-standard-error rule), calibration, nested CV
+# --------------------------------------------------------------------------------------
+
+
+def score_table(rows: dict[str, tuple[float, float]]) -> pd.DataFrame:
+    """A fabricated comparison: family -> (cv_auc, cv_auc_se), in a scrambled order."""
+    return pd.DataFrame(
+        [{"family": f, "cv_auc": auc, "cv_auc_se": se} for f, (auc, se) in rows.items()]
+    )
+
+
+def test_one_standard_error_rule_prefers_the_simpler_family_within_noise() -> None:
+    # catboost is best by 0.015 with SE 0.02: logistic regression (simplest) is within 1 SE.
+    table = score_table(
+        {"catboost": (0.815, 0.02), "svm": (0.805, 0.03), "logistic_regression": (0.800, 0.02)}
+    )
+    chosen, reason = select_family(table)
+    assert table["family"][chosen] == "logistic_regression"
+    assert "within one standard error" in reason and "catboost" in reason
+    # The maximum rule takes catboost.
+    assert table["family"][select_family(table, "best")[0]] == "catboost"
+
+
+def test_one_standard_error_rule_keeps_a_clearly_better_family() -> None:
+    # catboost beats every simpler family by more than its SE; svm is the simplest within it.
+    table = score_table(
+        {"logistic_regression": (0.70, 0.02), "svm": (0.79, 0.02), "catboost": (0.80, 0.02)}
+    )
+    assert table["family"][select_family(table)[0]] == "svm"
+    table = score_table({"logistic_regression": (0.70, 0.02), "catboost": (0.80, 0.02)})
+    chosen, reason = select_family(table)
+    assert table["family"][chosen] == "catboost"
+    assert "no simpler family" in reason
+
+
+def test_one_standard_error_rule_without_a_standard_error_takes_the_best() -> None:
+    table = score_table({"logistic_regression": (0.70, np.nan), "mlp": (0.71, np.nan)})
+    chosen, reason = select_family(table)
+    assert table["family"][chosen] == "mlp" and "could not be applied" in reason
+
+
+def test_complexity_order_is_declared_once_in_the_registry() -> None:
+    assert next(iter(FAMILIES)) == "logistic_regression" and list(FAMILIES)[-1] == "mlp"
+    X, y = make_table(120)
+    result = fit_head(
+        X, y, small_spec(families=["svm", "logistic_regression"], n_trials=2), storage_url=None
+    )
+    table = result.comparison
+    assert table["complexity"].tolist() == [list(FAMILIES).index(f) for f in table["family"]]
+    assert (table["n_folds"] == 3).all() and (table["cv_auc_se"] > 0).all()
+    chosen, reason = select_family(table)
+    assert bool(table["selected"][chosen]) and result.selection_reason == reason
+
+
+def test_standard_error_accounts_for_overlapping_folds() -> None:
+    aucs = [0.70, 0.80, 0.75, 0.72, 0.78]
+    naive = np.std(aucs, ddof=1) / np.sqrt(5)
+    # Nadeau & Bengio: sd * sqrt(1/5 + 1/4) for 5-fold CV.
+    assert cv_standard_error(aucs, 5) == pytest.approx(np.std(aucs, ddof=1) * np.sqrt(0.45))
+    assert cv_standard_error(aucs, 5) > naive
+    assert np.isnan(cv_standard_error([0.7], 5))
+
+
+def prevalence_table(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """A sizeable table with a 25% prevalence and a logistic signal."""
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame(rng.normal(size=(n, 3)), columns=["age", "tumor_size_mm", "x3"])
+    logit = -1.6 + 1.0 * X["age"] - 0.7 * X["tumor_size_mm"]
+    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+    return X, y
+
+
+def test_no_class_weight_offset_and_a_balanced_one_is_calibrated_away() -> None:
+    X, y = prevalence_table(800, seed=5)
+    spec = small_spec(families=["logistic_regression"], n_trials=2, outer_cv={"n_splits": 3})
+    offsets = {}
+    for class_weight in (None, "balanced"):
+        result = fit_head(X, y, {**spec, "class_weight": class_weight}, storage_url=None)
+        offsets[class_weight] = calibration_intercept_slope(y, result.out_of_fold).intercept
+        # The honest (nested) train_cv risks are calibrated whatever the weighting.
+        risks, _ = nested_out_of_fold(X, y, {**spec, "class_weight": class_weight})
+        intercept, slope = calibration_intercept_slope(y, risks)
+        assert abs(intercept) < 0.15 and 0.8 < slope < 1.25, (class_weight, intercept, slope)
+    # Default: no offset in the head's own scores. Balanced: the log-odds shift of ~ -1.
+    assert abs(offsets[None]) < 0.1
+    assert offsets["balanced"] < -0.6
+
+
+def test_nested_estimate_never_scores_a_patient_its_search_has_seen(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from clnm_kedro.heads import search  # noqa: PLC0415
+
+    searched: list[set[int]] = []
+    original = search.fit_head
+
+    def spy(X: pd.DataFrame, y: np.ndarray, *args: Any, **kwargs: Any) -> Any:
+        searched.append(set(X.index))
+        return original(X, y, *args, **kwargs)
+
+    monkeypatch.setattr(search, "fit_head", spy)
+    X, y = make_table(90)
+    spec = small_spec(families=["logistic_regression", "knn"], n_trials=1, outer_cv={"n_splits": 3})
+    risks, folds = nested_out_of_fold(X, y, spec)
+    # One whole search (all families, selection, calibration) per outer fold; each patient
+    # is left out of exactly one of them, the one that scores it.
+    assert len(searched) == 3 and folds["n_patients"].sum() == len(X)
+    left_out = [set(X.index) - rows for rows in searched]
+    assert sorted(len(rows) for rows in left_out) == sorted(folds["n_patients"])
+    assert set().union(*left_out) == set(X.index)
+    assert sum(len(rows) for rows in left_out) == len(X)
+    assert np.isfinite(risks).all() and ((risks > 0) & (risks < 1)).all()
+
+
+def test_calibrated_head_round_trips_and_scores_calibrated_risks(tmp_path: Path) -> None:
+    import pickle  # noqa: PLC0415
+
+    X, y = make_table(150)
+    head = fit_head(X, y, small_spec(n_trials=1, class_weight="balanced"), storage_url=None)
+    assert isinstance(head.pipeline, CalibratedHead)
+    risks = head.pipeline.calibration.apply(head.pipeline.score(X))
+    np.testing.assert_allclose(predict_head(head.pipeline, X.assign(patient_id="p")), risks)
+    path = tmp_path / "head.pkl"
+    path.write_bytes(pickle.dumps(head.pipeline))
+    loaded = pickle.loads(path.read_bytes())
+    np.testing.assert_allclose(loaded.predict_proba(X)[:, 1], risks)
+    assert loaded.calibration == head.pipeline.calibration
+
+
+def test_calibration_never_reverses_a_head() -> None:
+    from clnm_kedro.heads.search import calibrate_head  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 300)
+    informative = np.clip(0.3 + 0.3 * y + rng.normal(0, 0.1, 300), 0.01, 0.99)
+    assert calibrate_head(y, informative).slope > 0
+    # Out-of-fold predictions that fall as the risk rises (per-fold prevalences of a head
+    # that learnt nothing): only the intercept is refitted, the ranking is kept.
+    reversed_ = np.clip(0.4 - 0.02 * y + rng.normal(0, 0.005, 300), 0.01, 0.99)
+    calibration = calibrate_head(y, reversed_)
+    assert calibration.slope == 1.0
+    assert calibration.intercept == pytest.approx(
+        calibration_intercept_slope(y, reversed_).intercept
+    )

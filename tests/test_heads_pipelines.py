@@ -25,6 +25,7 @@ from mlflow import MlflowClient
 from sklearn.base import clone
 from sklearn.model_selection import RepeatedStratifiedKFold
 
+from clnm_kedro.heads.search import calibrate_head, nested_out_of_fold, selection_out_of_fold
 from clnm_kedro.heads.tables import clinical_model_input, combined_model_input
 from clnm_kedro.pipelines.clinical_modeling import create_pipeline as clinical_pipeline
 from clnm_kedro.pipelines.fusion import create_pipeline as fusion_pipeline
@@ -211,6 +212,7 @@ def test_every_patient_gets_its_predictions(
     train_ids = set(splits.loc[splits["split"] == "train", "patient_id"])
     external_ids = set(splits.loc[splits["split"] == "external", "patient_id"])
     labels = dict(zip(splits["patient_id"], splits["clnm"], strict=True))
+    varying: list[str] = []
     for model in MODELS:
         table = outputs[f"{model}_predictions"]
         assert list(table.columns) == [
@@ -231,10 +233,13 @@ def test_every_patient_gets_its_predictions(
             assert len(rows) == len(expected) and set(rows["patient_id"]) == expected
         assert (table["clnm"] == table["patient_id"].map(labels)).all()
         assert table["probability"].between(0, 1).all()
-        # Out-of-fold rows are not the apparent ones: each comes from a head fitted without it.
+        # Out-of-fold rows are not the apparent ones: each comes from a head fitted without it
+        # (unless the head learnt nothing: its calibrated risk is then the prevalence for all).
         train = table[table["split"] == "train"].set_index("patient_id")["probability"]
         train_cv = table[table["split"] == "train_cv"].set_index("patient_id")["probability"]
-        assert not np.allclose(train.sort_index(), train_cv.sort_index())
+        if train.nunique() > 1:
+            varying.append(model)
+            assert not np.allclose(train.sort_index(), train_cv.sort_index())
 
         comparison = outputs[f"{model}_head_comparison"]
         assert list(comparison["family"]) == ["logistic_regression", "knn"]
@@ -242,9 +247,18 @@ def test_every_patient_gets_its_predictions(
         assert comparison["n_trials"].tolist() == [2, 2]
         assert comparison[["cv_auc", "train_auc", "external_auc"]].notna().all().all()
         selected = comparison[comparison["selected"]].iloc[0]
-        assert outputs[f"{model}_head_selection"]["family"] == selected["family"]
+        selection = outputs[f"{model}_head_selection"]
+        assert selection["family"] == selected["family"]
+        # Why the family won (the one-SE table) and which estimate train_cv is.
+        assert comparison[["cv_auc_se", "within_one_se", "complexity"]].notna().all().all()
+        assert selected["within_one_se"] and selected["selection_reason"]
+        assert selection["selection_rule"] == "one_standard_error"
+        assert (comparison["train_cv_estimate"] == "selection").all()
+        assert selection["train_cv"]["estimate"] == "selection"
+        assert set(selection["calibration"]) == {"intercept", "slope", "n", "events"}
         assert selected["study"].startswith(f"{model}.{selected['family']}.")
 
+    assert "clinical" in varying  # the check above was made
     data = baseline / "data"
     clinical = pd.read_parquet(data / "05_model_input" / "clinical_model_input.parquet")
     assert list(clinical.columns) == [
@@ -388,7 +402,8 @@ def test_out_of_fold_rows_use_the_search_folds(cohort: dict[str, pd.DataFrame]) 
     table = clinical_model_input(cohort["cohort_table"], cohort["patient_splits"])
     settings = validate_head_settings(SMALL_HEADS, {"model": "clinical"}, None, 3)
     head, _ = tune_head(table, settings)
-    rows = predict_out_of_fold(head, table, settings)
+    rows, summary = predict_out_of_fold(head, table, settings)
+    assert summary["estimate"] == "selection" and summary["outer_folds"] == []
     train = table[table["split"] == "train"]
     X = train.drop(columns=["patient_id", "center", "split", "clnm"])
     y = train["clnm"].astype(int).to_numpy()
@@ -397,11 +412,35 @@ def test_out_of_fold_rows_use_the_search_folds(cohort: dict[str, pd.DataFrame]) 
     for fold_train, fold_test in RepeatedStratifiedKFold(
         n_splits=3, n_repeats=2, random_state=3
     ).split(X, y):
-        fitted = clone(head).fit(X.iloc[fold_train], y[fold_train])
+        fitted = clone(head.pipeline).fit(X.iloc[fold_train], y[fold_train])
         expected[fold_test] += fitted.predict_proba(X.iloc[fold_test])[:, 1] / 2
     assert list(rows["patient_id"]) == list(train["patient_id"])
     assert set(rows["split"]) == {"train_cv"}
+    # ... through the head's calibration, which was fitted on exactly these predictions.
+    assert head.calibration == calibrate_head(y, expected, "clinical")
+    np.testing.assert_allclose(rows["probability"], head.calibration.apply(expected))
+
+
+def test_out_of_fold_rows_are_the_nested_estimate_when_asked(
+    cohort: dict[str, pd.DataFrame],
+) -> None:
+    table = clinical_model_input(cohort["cohort_table"], cohort["patient_splits"])
+    heads = {**SMALL_HEADS, "cv": {"n_splits": 3, "n_repeats": 1}, "outer_cv": {"n_splits": 3}}
+    settings = validate_head_settings(heads, {"model": "clinical"}, None, 3)
+    head, _ = tune_head(table, settings)
+    rows, summary = predict_out_of_fold(head, table, settings)
+    train = table[table["split"] == "train"]
+    X = train.drop(columns=["patient_id", "center", "split", "clnm"])
+    y = train["clnm"].astype(int).to_numpy()
+    expected, folds = nested_out_of_fold(X, y, settings.spec, seed=3)
     np.testing.assert_allclose(rows["probability"], expected)
+    assert summary["estimate"] == "nested" and len(summary["outer_folds"]) == 3
+    assert [f["family"] for f in summary["outer_folds"]] == folds["family"].tolist()
+    # Not the selection CV's predictions of the head refitted on all patients.
+    selection = head.calibration.apply(
+        selection_out_of_fold(head.pipeline, X, y, settings.spec, 3)
+    )
+    assert not np.allclose(rows["probability"], selection)
 
 
 def test_model_input_tables_name_what_is_wrong(cohort: dict[str, pd.DataFrame]) -> None:

@@ -1,4 +1,5 @@
-"""Classifier heads: preprocessing, Optuna-tuned classifier families, refit of the best.
+"""Classifier heads: preprocessing, Optuna-tuned classifier families, selection (one-standard-error
+rule), refit and calibration of the chosen head, nested CV.
 
 Plain scikit-learn / Optuna code, importable without Kedro. The ``clinical_modeling`` and
 ``fusion`` pipelines call :func:`fit_head_on_training_rows` (or :func:`fit_head`) once per
@@ -8,12 +9,14 @@ their input tables.
 
 from __future__ import annotations
 
+from clnm_kedro.heads.calibrated import CalibratedHead
 from clnm_kedro.heads.families import (
     FAMILIES,
     EstimatorOptions,
     HyperParameter,
     SearchSpace,
     build_estimator,
+    complexity_rank,
     parse_search_space,
 )
 from clnm_kedro.heads.preprocess import (
@@ -30,13 +33,17 @@ from clnm_kedro.heads.search import (
     HeadSpec,
     build_head_pipeline,
     cv_splitter,
+    cv_standard_error,
     feature_table,
     fit_head,
     fit_head_on_training_rows,
+    nested_out_of_fold,
     open_storage,
     optuna_figures,
     out_of_fold_probabilities,
     predict_head,
+    select_family,
+    selection_out_of_fold,
     training_rows,
 )
 
@@ -45,6 +52,7 @@ __all__ = [
     "FAMILIES",
     "NON_FEATURE_COLUMNS",
     "REDUCTION_METHODS",
+    "CalibratedHead",
     "EstimatorOptions",
     "FeatureColumns",
     "HeadResult",
@@ -55,15 +63,20 @@ __all__ = [
     "build_head_pipeline",
     "build_preprocessor",
     "build_reduction",
+    "complexity_rank",
     "cv_splitter",
+    "cv_standard_error",
     "feature_columns",
     "feature_table",
     "fit_head",
     "fit_head_on_training_rows",
+    "nested_out_of_fold",
     "open_storage",
     "optuna_figures",
     "out_of_fold_probabilities",
     "parse_search_space",
     "predict_head",
+    "select_family",
+    "selection_out_of_fold",
     "training_rows",
 ]

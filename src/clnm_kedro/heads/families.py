@@ -75,14 +75,17 @@ class EstimatorOptions:
     seed
         Random seed of every estimator.
     class_weight
-        ``"balanced"`` weights classes inversely to their frequency (CatBoost:
-        ``auto_class_weights="Balanced"``) where the estimator supports it; ``None`` does not.
+        ``None`` (default) fits every class as it is, so probabilities keep the training
+        prevalence; ``"balanced"`` weights classes inversely to their frequency (CatBoost:
+        ``auto_class_weights="Balanced"``) where the estimator supports it, which shifts every
+        logit by about ``log(n_negative / n_positive)``: the head's calibration, fitted on its
+        out-of-fold predictions, takes that offset out again.
     n_jobs
         Threads for random forest and CatBoost (``-1``: all cores).
     """
 
     seed: int = 0
-    class_weight: str | None = "balanced"
+    class_weight: str | None = None
     n_jobs: int = 1
 
     def __post_init__(self) -> None:
@@ -246,6 +249,12 @@ class Family:
         return controller not in space or drawn.get(controller) in values
 
 
+# Listed from the simplest family to the most complex: the one place that order is declared.
+# The one-standard-error rule (clnm_kedro.heads.search.select_family) picks the first family
+# whose cross-validated AUC is within one standard error of the best. A linear model first;
+# k-NN (one smoothing parameter) and the RBF SVM (a smooth kernel) next; then the tree
+# ensembles, whose depth and number of leaves let them fit interactions; the neural network
+# last.
 FAMILIES: dict[str, Family] = {
     family.name: family
     for family in (
@@ -256,6 +265,7 @@ FAMILIES: dict[str, Family] = {
             frozenset({"penalty"}),
             {"l1_ratio": ("penalty", frozenset({"elasticnet"}))},
         ),
+        Family("knn", KNeighborsClassifier, _build_knn),
         Family("svm", SVC, _build_svm),
         Family(
             "random_forest",
@@ -264,7 +274,6 @@ FAMILIES: dict[str, Family] = {
             probe_settings={"n_estimators": 5},
         ),
         Family("catboost", CatBoostClassifier, _build_catboost, probe_settings={"iterations": 5}),
-        Family("knn", KNeighborsClassifier, _build_knn),
         Family(
             "mlp",
             MLPClassifier,
@@ -274,6 +283,13 @@ FAMILIES: dict[str, Family] = {
         ),
     )
 }
+
+
+def complexity_rank(family: str) -> int:
+    """Place of ``family`` in the complexity order of :data:`FAMILIES` (0: simplest)."""
+    if family not in FAMILIES:
+        raise ValueError(f"Unknown classifier family {family!r}; known: {sorted(FAMILIES)}.")
+    return list(FAMILIES).index(family)
 
 
 def build_estimator(

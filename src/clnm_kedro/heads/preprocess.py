@@ -142,7 +142,7 @@ def build_reduction(
     n_components: int | None,
     n_dl_columns: int,
     seed: int,
-    class_weight: str | None = "balanced",
+    class_weight: str | None = None,
 ) -> object:
     """Build the reduction step for the deep-learning feature columns.
 

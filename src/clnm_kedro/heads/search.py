@@ -59,13 +59,16 @@ from sklearn.model_selection import (
 )
 from sklearn.pipeline import Pipeline
 from sqlalchemy.engine import make_url
+from statsmodels.tools.sm_exceptions import SingularMatrixWarning
 from tqdm.auto import tqdm
 
+from clnm_kedro.heads.calibrated import CalibratedHead
 from clnm_kedro.heads.families import (
     REDUCTION_PREFIX,
     EstimatorOptions,
     SearchSpace,
     build_estimator,
+    complexity_rank,
     draw_family_parameters,
     draw_reduction,
     parse_search_space,
@@ -78,6 +81,8 @@ from clnm_kedro.heads.preprocess import (
     build_reduction,
     feature_columns,
 )
+from clnm_kedro.metrics.calibration import calibration_intercept_slope
+from clnm_kedro.metrics.recalibration import LogitCalibration
 
 logger = logging.getLogger(__name__)
 
@@ -112,8 +117,12 @@ _HEAD_KEYS = frozenset(
         "dl_prefix",
         "pruner",
         "if_stored_study_differs",
+        "selection",
+        "outer_cv",
     }
 )
+SELECTION_RULES: tuple[str, ...] = ("one_standard_error", "best")
+FOLD_AUCS_ATTR = "fold_aucs"  # per-fold AUCs of a trial, kept in the study (Optuna user attr)
 
 
 @dataclass(frozen=True)
@@ -125,7 +134,8 @@ class HeadSpec:
     search_space
         Hyperparameters per family and of the deep-learning feature reduction.
     families
-        Families searched, in order (ties in CV AUC go to the earlier one).
+        Families searched (the selection ranks them by the complexity order of
+        :data:`~clnm_kedro.heads.families.FAMILIES`, not by this list).
     n_trials
         Trials per family (finished trials of a stored study count).
     timeout_s
@@ -133,7 +143,7 @@ class HeadSpec:
     n_splits, n_repeats
         Stratified k-fold cross-validation, repeated ``n_repeats`` times.
     class_weight
-        ``"balanced"`` or ``None``.
+        ``None`` (default) or ``"balanced"`` (its offset is taken out by the calibration).
     n_jobs
         Threads for random forest and CatBoost.
     dl_prefix
@@ -145,6 +155,15 @@ class HeadSpec:
         other data or settings start a study of their own), ``"error"`` or ``"replace"``
         (plain ``<model>.<family>`` names; a stored study made on other data or with another
         search space / CV / seed stops the run, or is deleted and started over).
+    selection_rule
+        ``"one_standard_error"`` (default): the simplest family (complexity order of
+        :data:`~clnm_kedro.heads.families.FAMILIES`) whose CV AUC is within one standard error
+        of the best; ``"best"``: the highest CV AUC.
+    outer_splits
+        ``None``: the ``train_cv`` estimate is the selection CV itself (optimistic: the same
+        folds chose the family and hyperparameters); ``k >= 2``: nested CV, the whole search
+        (every family, its trials, the selection and the calibration) repeated inside each of
+        ``k`` outer folds, each scoring the training patients it left out.
     """
 
     search_space: SearchSpace
@@ -153,12 +172,14 @@ class HeadSpec:
     timeout_s: float | None = 30.0
     n_splits: int = 5
     n_repeats: int = 1
-    class_weight: str | None = "balanced"
+    class_weight: str | None = None
     n_jobs: int = 1
     dl_prefix: str = DEFAULT_DL_PREFIX
     pruner_startup_trials: int = 5
     pruner_warmup_folds: int = 1
     if_stored_study_differs: Literal["new_study", "error", "replace"] = "new_study"
+    selection_rule: Literal["one_standard_error", "best"] = "one_standard_error"
+    outer_splits: int | None = None
 
     def __post_init__(self) -> None:
         _check_positive_int("n_trials", self.n_trials)
@@ -179,6 +200,13 @@ class HeadSpec:
                 "heads.if_stored_study_differs must be 'new_study', 'error' or 'replace'; got "
                 f"{self.if_stored_study_differs!r}."
             )
+        if self.selection_rule not in SELECTION_RULES:
+            raise ValueError(
+                f"heads.selection.rule must be one of {list(SELECTION_RULES)}; got "
+                f"{self.selection_rule!r}."
+            )
+        if self.outer_splits is not None:
+            _check_positive_int("outer_cv.n_splits", self.outer_splits, minimum=2)
         if not self.families:
             raise ValueError("heads.families is empty: name at least one classifier family.")
         missing = [f for f in self.families if f not in self.search_space.families]
@@ -211,18 +239,24 @@ class HeadSpec:
             raise ValueError(f"heads: unknown keys {unknown}; allowed: {sorted(_HEAD_KEYS)}.")
         if "search_space" not in params:
             raise ValueError("heads.search_space is missing.")
-        cv = dict(params.get("cv") or {})
-        pruner = dict(params.get("pruner") or {})
+        blocks = {
+            name: params.get(name) or {} for name in ("cv", "pruner", "selection", "outer_cv")
+        }
         for block, allowed in (
             ("cv", {"n_splits", "n_repeats"}),
             ("pruner", {"n_startup_trials", "n_warmup_steps"}),
+            ("selection", {"rule"}),
+            ("outer_cv", {"n_splits"}),
         ):
-            extra = sorted(set(cv if block == "cv" else pruner) - allowed)
+            if not isinstance(blocks[block], Mapping):
+                raise ValueError(f"heads.{block} must be a mapping; got {blocks[block]!r}.")
+            extra = sorted(set(blocks[block]) - allowed)
             if extra:
                 raise ValueError(
                     f"heads.{block}: unknown keys {extra}; allowed: {sorted(allowed)}."
                 )
-        class_weight = params.get("class_weight", "balanced")
+        cv, pruner = dict(blocks["cv"]), dict(blocks["pruner"])
+        class_weight = params.get("class_weight")
         n_jobs = params.get("n_jobs", 1)
         options = EstimatorOptions(class_weight=class_weight, n_jobs=n_jobs)
         space = parse_search_space(
@@ -247,6 +281,8 @@ class HeadSpec:
             pruner_startup_trials=pruner.get("n_startup_trials", 5),
             pruner_warmup_folds=pruner.get("n_warmup_steps", 1),
             if_stored_study_differs=params.get("if_stored_study_differs", "new_study"),
+            selection_rule=blocks["selection"].get("rule", "one_standard_error"),
+            outer_splits=blocks["outer_cv"].get("n_splits"),
         )
 
 
@@ -257,26 +293,36 @@ class HeadResult:
     Attributes
     ----------
     pipeline
-        Best family's pipeline, refitted on all training rows.
+        The selected family's pipeline refitted on all training rows, with its calibration
+        (a :class:`~clnm_kedro.heads.calibrated.CalibratedHead`: ``predict_proba`` gives
+        calibrated risks).
     family
-        Best family (highest cross-validated AUC).
+        Selected family (``spec.selection_rule``; see :func:`select_family`).
     params
         Its hyperparameters: searched and fixed, reduction as ``reduction_method`` /
         ``reduction_n_components``.
     cv_auc
         Its best mean cross-validated AUC.
     comparison
-        One row per family: ``model, family, cv_auc, n_trials, n_pruned, search_seconds,
-        best_params`` (JSON), ``study`` (its Optuna study name), ``selected``.
+        One row per family: ``model, family, cv_auc, cv_auc_se, n_folds, complexity,
+        within_one_se, n_trials, n_pruned, search_seconds, best_params`` (JSON), ``study``
+        (its Optuna study name), ``selected``.
+    out_of_fold
+        Uncalibrated out-of-fold probabilities of the selected configuration on the search's
+        folds (mean over repeats), one per training row: what the calibration was fitted on.
+    selection_reason
+        Why the family was selected, in words.
     studies
         The Optuna study of each family.
     """
 
-    pipeline: Pipeline
+    pipeline: CalibratedHead
     family: str
     params: dict[str, Any]
     cv_auc: float
     comparison: pd.DataFrame
+    out_of_fold: np.ndarray = field(default_factory=lambda: np.empty(0))
+    selection_reason: str = ""
     studies: dict[str, optuna.Study] = field(default_factory=dict)
 
 
@@ -426,6 +472,7 @@ def make_objective(
             trial.report(float(np.mean(aucs)), fold)
             if trial.should_prune():
                 raise optuna.TrialPruned()
+        trial.set_user_attr(FOLD_AUCS_ATTR, aucs)  # for the standard error of the selection
         return float(np.mean(aucs))
 
     return objective
@@ -710,16 +757,95 @@ def _check_neighbours(n_rows: int, spec: HeadSpec) -> None:
         )
 
 
+def cv_standard_error(fold_aucs: Iterable[float], n_splits: int) -> float:
+    """Standard error of a mean cross-validated AUC from its per-fold AUCs.
+
+    The per-fold AUCs of k-fold CV (repeated or not) are not independent: their training
+    sets overlap. The naive ``sd / sqrt(n_folds)`` is too small, and shrinks further with
+    every repeat although repeats add little information. This uses the corrected
+    resampled variance of Nadeau & Bengio (2003, *Machine Learning* 52:239), as Bouckaert &
+    Frank (2004) apply it to repeated k-fold CV: ``sd * sqrt(1 / n_folds + 1 / (k - 1))``
+    (``n_test / n_train = 1 / (k - 1)``). NaN with fewer than two folds.
+    """
+    values = np.asarray(list(fold_aucs), dtype=float)
+    if values.size < 2 or n_splits < 2:
+        return float("nan")
+    return float(values.std(ddof=1) * math.sqrt(1.0 / values.size + 1.0 / (n_splits - 1)))
+
+
+def select_family(comparison: pd.DataFrame, rule: str = "one_standard_error") -> tuple[int, str]:
+    """The row of ``comparison`` to select, and why, in words.
+
+    ``comparison`` has one row per family: ``family``, ``cv_auc`` (mean CV AUC of its best
+    configuration) and ``cv_auc_se`` (its standard error, :func:`cv_standard_error`).
+
+    - ``"best"``: the highest ``cv_auc`` (ties: the simpler family).
+    - ``"one_standard_error"`` (Breiman et al. 1984; Hastie, Tibshirani & Friedman, *The
+      Elements of Statistical Learning*, 7.10): the simplest family, in the complexity order
+      of :data:`~clnm_kedro.heads.families.FAMILIES`, whose ``cv_auc`` is at least the best
+      ``cv_auc`` minus the best family's standard error. Differences smaller than that are
+      noise of the folds, and picking the maximum of six tuned families picks the luckiest.
+      Without a standard error (a study from before per-fold AUCs were kept) the best is taken.
+
+    Raises
+    ------
+    ValueError
+        If no family has a finite ``cv_auc`` or ``rule`` is unknown.
+    """
+    if rule not in SELECTION_RULES:
+        raise ValueError(f"Unknown selection rule {rule!r}; use one of {list(SELECTION_RULES)}.")
+    auc = comparison["cv_auc"].to_numpy(dtype=float)
+    finite = np.isfinite(auc)
+    if not finite.any():
+        raise ValueError("No family has a cross-validated AUC to select on.")
+    rank = np.array([complexity_rank(f) for f in comparison["family"]])
+    # Highest AUC; among equal AUCs, the simpler family.
+    order = sorted(np.flatnonzero(finite), key=lambda i: (-auc[i], rank[i]))
+    best = int(order[0])
+    best_name, best_auc = comparison["family"].iloc[best], auc[best]
+    if rule == "best":
+        return best, f"{best_name}: highest cross-validated AUC ({best_auc:.3f})"
+    se = float(comparison["cv_auc_se"].iloc[best])
+    if not np.isfinite(se):
+        return best, (
+            f"{best_name}: highest cross-validated AUC ({best_auc:.3f}); no standard error "
+            "(per-fold AUCs not stored), so the one-standard-error rule could not be applied"
+        )
+    floor = best_auc - se
+    eligible = [i for i in np.flatnonzero(finite) if auc[i] >= floor]
+    chosen = int(min(eligible, key=lambda i: (rank[i], -auc[i])))
+    name = comparison["family"].iloc[chosen]
+    if chosen == best:
+        return chosen, (
+            f"{name}: highest cross-validated AUC ({best_auc:.3f}, SE {se:.3f}) and no simpler "
+            f"family within one standard error (>= {floor:.3f})"
+        )
+    return chosen, (
+        f"{name}: simplest family within one standard error of the best ({name} "
+        f"{auc[chosen]:.3f} >= {best_name} {best_auc:.3f} - SE {se:.3f} = {floor:.3f})"
+    )
+
+
 def _comparison_row(
-    model_name: str, family: str, study: optuna.Study, seconds: float, space: SearchSpace
+    model_name: str,
+    family: str,
+    study: optuna.Study,
+    seconds: float,
+    space: SearchSpace,
+    *,
+    n_splits: int,
 ) -> dict[str, Any]:
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     pruned = study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
     best_params = resolved_parameters(family, study.best_trial.params, space) if complete else None
+    fold_aucs = study.best_trial.user_attrs.get(FOLD_AUCS_ATTR, []) if complete else []
     return {
         "model": model_name,
         "family": family,
         "cv_auc": study.best_value if complete else float("nan"),
+        "cv_auc_se": cv_standard_error(fold_aucs, n_splits),
+        "n_folds": len(fold_aucs),
+        "complexity": complexity_rank(family),
         "n_trials": len(complete) + len(pruned),
         "n_pruned": len(pruned),
         "search_seconds": round(seconds, 2),
@@ -762,7 +888,9 @@ def fit_head(
     Returns
     -------
     HeadResult
-        The refitted best head, its parameters and CV AUC, the family comparison, the studies.
+        The refitted selected head with its calibration, its parameters and CV AUC, the
+        family comparison, the out-of-fold predictions the calibration was fitted on, the
+        studies.
     """
     spec = HeadSpec.from_params(spec)
     y_array = _check_training_data(X, y, spec)
@@ -783,7 +911,9 @@ def fit_head(
                 seed=seed,
             )
             studies[family] = study
-            row = _comparison_row(model_name, family, study, seconds, spec.search_space)
+            row = _comparison_row(
+                model_name, family, study, seconds, spec.search_space, n_splits=spec.n_splits
+            )
             rows.append(row)
             logger.info(
                 "%s model, %s: best cross-validated AUC %.3f over %d trials (%d stopped early), "
@@ -800,22 +930,143 @@ def fit_head(
         raise ValueError(
             f"No trial of any family completed for model {model_name!r}; raise heads.timeout_s."
         )
-    best = int(comparison["cv_auc"].fillna(-np.inf).to_numpy().argmax())
+    best, reason = select_family(comparison, spec.selection_rule)
+    top = comparison["cv_auc"].max()
+    floor = top - comparison.loc[comparison["cv_auc"].idxmax(), "cv_auc_se"]
+    comparison["within_one_se"] = comparison["cv_auc"] >= floor
     comparison["selected"] = np.arange(len(comparison)) == best
     family = str(comparison.loc[best, "family"])
     params = resolved_parameters(family, studies[family].best_params, spec.search_space)
     options = EstimatorOptions(seed=seed, class_weight=spec.class_weight, n_jobs=spec.n_jobs)
     with single_threaded_numerics():
         pipeline = build_head_pipeline(columns, family, params, options).fit(X, y_array)
+        out_of_fold = selection_out_of_fold(pipeline, X, y_array, spec, seed)
+    calibration = calibrate_head(y_array, out_of_fold, model_name)
     cv_auc = float(comparison.loc[best, "cv_auc"])
     logger.info(
-        "%s model: selected %s (cross-validated AUC %.3f), refitted on %d training patients.",
+        "%s model: selected %s (%s), refitted on %d training patients; calibration on its "
+        "out-of-fold predictions: intercept %.3f, slope %.3f.",
         model_name,
         family,
-        cv_auc,
+        reason,
         len(X),
+        calibration.intercept,
+        calibration.slope,
     )
-    return HeadResult(pipeline, family, params, cv_auc, comparison, studies)
+    return HeadResult(
+        CalibratedHead(pipeline, calibration),
+        family,
+        params,
+        cv_auc,
+        comparison,
+        out_of_fold,
+        reason,
+        studies,
+    )
+
+
+def calibrate_head(
+    y: np.ndarray, out_of_fold: np.ndarray, model_name: str = "head"
+) -> LogitCalibration:
+    """The head's calibration: intercept and slope on its out-of-fold predictions.
+
+    A slope that is not positive would reverse the head's ranking. It happens when the
+    out-of-fold predictions carry no information (a head that shrank every coefficient to
+    zero predicts, in each fold, about the prevalence of that fold's training part, which is
+    lower where the held-out part has more events). Then only the intercept is refitted
+    (slope kept at 1: calibration-in-the-large), with a warning.
+    """
+    with warnings.catch_warnings():
+        # Predictions that hardly vary make the slope's design nearly singular (see above).
+        warnings.simplefilter("ignore", SingularMatrixWarning)
+        calibration = LogitCalibration.fit(y, out_of_fold)
+        if calibration.slope > 0:
+            return calibration
+        intercept = calibration_intercept_slope(y, out_of_fold).intercept
+    logger.warning(
+        "%s model: the calibration slope of the selected head's out-of-fold predictions is "
+        "%.3f (they carry no information about CLNM); only its intercept is recalibrated.",
+        model_name,
+        calibration.slope,
+    )
+    return LogitCalibration(float(intercept), 1.0, n=calibration.n, events=calibration.events)
+
+
+def selection_out_of_fold(
+    pipeline: Pipeline, X: pd.DataFrame, y: np.ndarray, spec: HeadSpec, seed: int
+) -> np.ndarray:
+    """Uncalibrated out-of-fold probabilities of ``pipeline``'s configuration on the search's
+    folds: each repeat partitions the patients; a patient's probability is the mean over the
+    repeats."""
+    folds = list(cv_splitter(spec, seed).split(X, y))
+    repeats = [folds[i : i + spec.n_splits] for i in range(0, len(folds), spec.n_splits)]
+    return np.mean(
+        [out_of_fold_probabilities(pipeline, X, y, cv=repeat) for repeat in repeats], axis=0
+    )
+
+
+def nested_out_of_fold(
+    X: pd.DataFrame,
+    y: pd.Series | np.ndarray,
+    spec: HeadSpec | Mapping[str, Any],
+    *,
+    model_name: str = "head",
+    seed: int = 0,
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """Nested cross-validation: the honest out-of-fold estimate of the whole head procedure.
+
+    For each of ``spec.outer_splits`` stratified outer folds, :func:`fit_head` runs on the
+    other folds only (every family searched, the selection rule, the refit and the
+    calibration on inner out-of-fold predictions; studies kept in memory), and the head it
+    returns scores the left-out fold. No patient's probability comes from a search, selection
+    or calibration that saw its label.
+
+    Returns
+    -------
+    tuple
+        Calibrated probability of each row of ``X``, and one row per outer fold: ``fold,
+        n_patients, family, inner_cv_auc, outer_auc, calibration_intercept,
+        calibration_slope``.
+    """
+    spec = HeadSpec.from_params(spec)
+    if spec.outer_splits is None:
+        raise ValueError("heads.outer_cv.n_splits is not set: no nested cross-validation.")
+    y_array = _check_training_data(X, y, spec)
+    outer = StratifiedKFold(n_splits=spec.outer_splits, shuffle=True, random_state=seed + 1)
+    probabilities = np.full(len(X), np.nan)
+    rows = []
+    for fold, (train_index, test_index) in enumerate(outer.split(X, y_array)):
+        inner = fit_head(
+            X.iloc[train_index],
+            y_array[train_index],
+            spec,
+            storage_url=None,
+            model_name=f"{model_name}.outer{fold}",
+            seed=seed,
+        )
+        with single_threaded_numerics():
+            probabilities[test_index] = inner.pipeline.predict_proba(X.iloc[test_index])[:, 1]
+        calibration = inner.pipeline.calibration
+        rows.append(
+            {
+                "fold": fold,
+                "n_patients": len(test_index),
+                "family": inner.family,
+                "inner_cv_auc": inner.cv_auc,
+                "outer_auc": float(roc_auc_score(y_array[test_index], probabilities[test_index])),
+                "calibration_intercept": calibration.intercept,
+                "calibration_slope": calibration.slope,
+            }
+        )
+    folds = pd.DataFrame(rows)
+    logger.info(
+        "%s model, nested CV: out-of-fold AUC %.3f over %d outer folds (families chosen: %s).",
+        model_name,
+        roc_auc_score(y_array, probabilities),
+        spec.outer_splits,
+        ", ".join(folds["family"]),
+    )
+    return probabilities, folds
 
 
 # --------------------------------------------------------------------------------------

@@ -11,15 +11,23 @@ Per model, from its model-input table (training and external patients):
 - ``validate_head_settings``: checks the ``heads`` block, the model's block and the Optuna
   storage URL before anything is fitted (it needs parameters only, so it runs first);
 - ``tune_head``: Optuna search of every classifier family by cross-validation on the training
-  patients only, refit of the best on all of them (the head);
+  patients only, selection of a family (by default the simplest within one standard error of
+  the best, :func:`clnm_kedro.heads.select_family`), its refit on all of them and its logistic
+  calibration fitted on its out-of-fold predictions (the head, a
+  :class:`~clnm_kedro.heads.CalibratedHead`: every probability it gives is a calibrated risk);
 - ``log_head_to_mlflow``: the head in the MLflow run, with the sklearn flavour;
 - ``predict_with_head``: the fitted head applied to every patient (``train`` rows are the
   apparent, ``external`` rows the external predictions); tagged ``inference`` as well;
-- ``predict_out_of_fold``: ``train_cv`` rows, the chosen head refitted in every fold of the
-  search's cross-validation;
-- ``compare_families``: the classifier comparison (CV AUC of every family, and the external
-  AUC of each family's best pipeline refitted on the training patients — computed after the
-  selection, never used for it);
+- ``predict_out_of_fold``: ``train_cv`` rows, calibrated. With ``heads.outer_cv.n_splits``
+  set, nested CV: the whole search, selection and calibration rerun inside each outer fold,
+  which scores the patients it left out (an honest estimate of the procedure). Without it,
+  the chosen head refitted in every fold of the search's CV and passed through its
+  calibration: the CV that chose the family, so optimistic; ``head_selection`` and the
+  comparison say which of the two the ``train_cv`` rows are;
+- ``compare_families``: the classifier comparison (CV AUC of every family with its standard
+  error, which families are within one standard error of the best, which was selected and
+  why, and the external AUC of each family's best pipeline refitted on the training patients —
+  computed after the selection, never used for it);
 - ``plot_head_search``, ``collect_head_metrics``, ``record_head_selection``: Optuna figures,
   MLflow metrics ``<split>.<model>...`` and the selected family and hyperparameters.
 """
@@ -48,17 +56,18 @@ from sklearn.pipeline import Pipeline as SklearnPipeline
 from sqlalchemy.engine import make_url
 
 from clnm_kedro.heads import (
+    CalibratedHead,
     EstimatorOptions,
     HeadSpec,
     build_head_pipeline,
-    cv_splitter,
     feature_columns,
     feature_table,
     fit_head_on_training_rows,
+    nested_out_of_fold,
     open_storage,
     optuna_figures,
-    out_of_fold_probabilities,
     predict_head,
+    selection_out_of_fold,
     training_rows,
 )
 from clnm_kedro.heads.families import single_threaded_numerics
@@ -152,14 +161,16 @@ def validate_head_settings(
 
 def tune_head(
     model_input: pd.DataFrame, settings: HeadSettings
-) -> tuple[SklearnPipeline, pd.DataFrame]:
-    """Tune every classifier family on the training patients, refit the best on all of them.
+) -> tuple[CalibratedHead, pd.DataFrame]:
+    """Tune every classifier family on the training patients, select one, refit and
+    calibrate it on all of them.
 
     Returns
     -------
     tuple
-        The fitted head and the search table (one row per family: CV AUC, trials, best
-        parameters, study name).
+        The fitted, calibrated head and the search table (one row per family: CV AUC and its
+        standard error, complexity rank, within one SE of the best, trials, best parameters,
+        study name, selected and why).
     """
     result = fit_head_on_training_rows(
         model_input,
@@ -168,18 +179,22 @@ def tune_head(
         model_name=settings.model,
         seed=settings.seed,
     )
-    return result.pipeline, result.comparison
+    search = result.comparison.assign(
+        selection_rule=settings.spec.selection_rule,
+        selection_reason=np.where(result.comparison["selected"], result.selection_reason, ""),
+    )
+    return result.pipeline, search
 
 
 def log_head_to_mlflow(
-    head: SklearnPipeline, model_input: pd.DataFrame, settings: HeadSettings
+    head: CalibratedHead, model_input: pd.DataFrame, settings: HeadSettings
 ) -> dict[str, Any]:
     """Log the head to the active MLflow run with the sklearn flavour; describe where it is.
 
     The model is stored in skops format (trusting exactly the types of this head), with a
     signature of the feature columns (names and types only, no patient values) and
-    ``predict_proba`` as its pyfunc prediction. Without an active MLflow run (a node called
-    outside ``kedro run``, or tracking disabled) nothing is logged.
+    ``predict_proba`` (calibrated risks) as its pyfunc prediction. Without an active MLflow
+    run (a node called outside ``kedro run``, or tracking disabled) nothing is logged.
 
     Returns
     -------
@@ -236,42 +251,65 @@ def prediction_rows(table: pd.DataFrame, model: str, probabilities: np.ndarray) 
 
 
 def predict_with_head(
-    head: SklearnPipeline, model_input: pd.DataFrame, settings: HeadSettings
+    head: CalibratedHead | SklearnPipeline, model_input: pd.DataFrame, settings: HeadSettings
 ) -> pd.DataFrame:
-    """CLNM probability of every patient from the fitted head (``train`` and ``external``)."""
+    """Calibrated CLNM risk of every patient from the fitted head (``train`` rows: apparent;
+    ``external``)."""
     with single_threaded_numerics():
         probabilities = predict_head(head, model_input)
     return prediction_rows(model_input, settings.model, probabilities)
 
 
-def _search_folds(
-    X: pd.DataFrame, y: np.ndarray, settings: HeadSettings
-) -> list[list[tuple[np.ndarray, np.ndarray]]]:
-    """The search's CV folds, grouped by repeat (each repeat partitions the patients)."""
-    folds = list(cv_splitter(settings.spec, settings.seed).split(X, y))
-    n = settings.spec.n_splits
-    return [folds[start : start + n] for start in range(0, len(folds), n)]
+TRAIN_CV_ESTIMATES: dict[str, str] = {
+    "nested": (
+        "nested cross-validation: search, selection and calibration rerun inside each outer "
+        "fold, which scores the patients it left out (honest about the selection)"
+    ),
+    "selection": (
+        "the cross-validation that chose the family and hyperparameters (optimistic; set "
+        "heads.outer_cv.n_splits for a nested estimate)"
+    ),
+}
 
 
 def predict_out_of_fold(
-    head: SklearnPipeline, model_input: pd.DataFrame, settings: HeadSettings
-) -> pd.DataFrame:
-    """``train_cv`` rows: each training patient scored by the chosen head fitted without them.
+    head: CalibratedHead, model_input: pd.DataFrame, settings: HeadSettings
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """``train_cv`` rows: each training patient's calibrated risk from a head fitted without it.
 
-    The folds are the search's; with repeated CV a patient's probability is the mean over
-    the repeats. External patients are not used.
+    With ``heads.outer_cv.n_splits`` set, nested CV (:func:`clnm_kedro.heads.nested_out_of_fold`).
+    Otherwise the chosen head is refitted in every fold of the search's CV (with repeated CV a
+    patient's probability is the mean over the repeats) and passed through the head's
+    calibration. External patients are not used.
+
+    Returns
+    -------
+    tuple
+        The ``train_cv`` rows, and what they are: ``{"estimate": "nested" | "selection",
+        "description", "outer_folds": [...]}`` (one entry per outer fold: the family it
+        chose, its inner and outer AUC, its calibration).
     """
     train = training_rows(model_input)
     X, y = feature_table(train), train["clnm"].astype(int).to_numpy()
-    with single_threaded_numerics():
-        probabilities = np.mean(
-            [
-                out_of_fold_probabilities(head, X, y, cv=repeat)
-                for repeat in _search_folds(X, y, settings)
-            ],
-            axis=0,
+    outer_folds: list[dict[str, Any]] = []
+    if settings.spec.outer_splits is not None:
+        estimate = "nested"
+        probabilities, folds = nested_out_of_fold(
+            X, y, settings.spec, model_name=settings.model, seed=settings.seed
         )
-    return prediction_rows(train.assign(split="train_cv"), settings.model, probabilities)
+        outer_folds = folds.to_dict(orient="records")
+    else:
+        estimate = "selection"
+        with single_threaded_numerics():
+            scores = selection_out_of_fold(head.pipeline, X, y, settings.spec, settings.seed)
+        probabilities = head.calibration.apply(scores)
+    summary = {
+        "estimate": estimate,
+        "description": TRAIN_CV_ESTIMATES[estimate],
+        "outer_folds": outer_folds,
+    }
+    rows = prediction_rows(train.assign(split="train_cv"), settings.model, probabilities)
+    return rows, summary
 
 
 def stack_predictions(fitted: pd.DataFrame, out_of_fold: pd.DataFrame) -> pd.DataFrame:
@@ -295,12 +333,14 @@ def _auc(labels: pd.Series, probabilities: np.ndarray) -> float:
 
 
 def compare_families(
-    head: SklearnPipeline,
+    head: CalibratedHead,
     head_search: pd.DataFrame,
     model_input: pd.DataFrame,
+    train_cv_summary: dict[str, Any],
     settings: HeadSettings,
 ) -> pd.DataFrame:
-    """The classifier comparison: every family's CV AUC and its external AUC.
+    """The classifier comparison: every family's CV AUC (with its standard error, whether it
+    is within one standard error of the best, which was selected and why) and external AUC.
 
     Each family's best pipeline is refitted on the training patients and scored on the
     external ones; the selected family's is the head itself. The external AUC is computed
@@ -309,9 +349,11 @@ def compare_families(
     Returns
     -------
     pandas.DataFrame
-        ``model, family, selected, cv_auc, train_auc, external_auc, n_trials, n_pruned,
-        search_seconds, best_params, study``; ``external_auc`` is empty without external
-        patients of both classes.
+        ``model, family, selected, cv_auc, cv_auc_se, within_one_se, complexity,
+        selection_rule, selection_reason, train_cv_estimate, train_auc, external_auc,
+        n_trials, n_pruned, search_seconds, best_params, study``; ``train_cv_estimate`` says
+        whether the ``train_cv`` rows of the model are the nested or the selection CV;
+        ``external_auc`` is empty without external patients of both classes.
     """
     train = training_rows(model_input)
     external = model_input[model_input["split"] == "external"]
@@ -338,8 +380,25 @@ def compare_families(
                 if not external.empty
                 else float("nan")
             )
-    table = head_search.assign(train_auc=train_aucs, external_auc=external_aucs)
-    first = ["model", "family", "selected", "cv_auc", "train_auc", "external_auc"]
+    table = head_search.assign(
+        train_auc=train_aucs,
+        external_auc=external_aucs,
+        train_cv_estimate=train_cv_summary["estimate"],
+    )
+    first = [
+        "model",
+        "family",
+        "selected",
+        "cv_auc",
+        "cv_auc_se",
+        "within_one_se",
+        "complexity",
+        "selection_rule",
+        "selection_reason",
+        "train_cv_estimate",
+        "train_auc",
+        "external_auc",
+    ]
     table = table[first + [c for c in table.columns if c not in first]]
     logger.info(
         "%s model, classifier comparison (cross-validated / external AUC): %s.",
@@ -411,8 +470,14 @@ def collect_head_metrics(
     return metrics
 
 
-def record_head_selection(head_comparison: pd.DataFrame, settings: HeadSettings) -> dict[str, Any]:
-    """The selected family, its hyperparameters and CV AUC (also MLflow parameters).
+def record_head_selection(
+    head: CalibratedHead,
+    head_comparison: pd.DataFrame,
+    train_cv_summary: dict[str, Any],
+    settings: HeadSettings,
+) -> dict[str, Any]:
+    """The selected family and why, its hyperparameters, CV AUC, calibration, and what the
+    ``train_cv`` rows are (also MLflow parameters).
 
     When an MLflow run is active (a ``kedro run`` with kedro-mlflow), the family and each
     hyperparameter are logged as parameters ``<model>.head.family``, ``<model>.head.<name>``.
@@ -423,6 +488,11 @@ def record_head_selection(head_comparison: pd.DataFrame, settings: HeadSettings)
         "model": settings.model,
         "family": str(selected["family"]),
         "cv_auc": float(selected["cv_auc"]),
+        "cv_auc_se": float(selected["cv_auc_se"]),
+        "selection_rule": str(selected["selection_rule"]),
+        "selection_reason": str(selected["selection_reason"]),
+        "calibration": head.calibration.to_dict(),
+        "train_cv": train_cv_summary,
         "params": params,
         "study": str(selected["study"]),
         "optuna_storage_url": (
@@ -435,6 +505,7 @@ def record_head_selection(head_comparison: pd.DataFrame, settings: HeadSettings)
         mlflow.log_params(
             {
                 f"{settings.model}.head.family": selection["family"],
+                f"{settings.model}.head.train_cv_estimate": train_cv_summary["estimate"],
                 **{f"{settings.model}.head.{name}": value for name, value in params.items()},
             }
         )
@@ -486,7 +557,7 @@ def head_template() -> Pipeline:
             Node(
                 predict_out_of_fold,
                 inputs=["head", "model_input", "settings"],
-                outputs="out_of_fold_scores",
+                outputs=["out_of_fold_scores", "train_cv_summary"],
                 name="predict_out_of_fold",
                 tags="training",
             ),
@@ -499,7 +570,7 @@ def head_template() -> Pipeline:
             ),
             Node(
                 compare_families,
-                inputs=["head", "head_search", "model_input", "settings"],
+                inputs=["head", "head_search", "model_input", "train_cv_summary", "settings"],
                 outputs="head_comparison",
                 name="compare_families",
                 tags="training",
@@ -520,7 +591,7 @@ def head_template() -> Pipeline:
             ),
             Node(
                 record_head_selection,
-                inputs=["head_comparison", "settings"],
+                inputs=["head", "head_comparison", "train_cv_summary", "settings"],
                 outputs="head_selection",
                 name="record_head_selection",
                 tags="training",

@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 # A progress bar over image decoding only for cohorts at least this large.
 PROGRESS_BAR_FROM = 100
 INFERENCE_SPLIT = "inference"
-_INFERENCE_KEYS = frozenset({"cohort_dir", "gradcam"})
+_INFERENCE_KEYS = frozenset({"cohort_dir", "gradcam", "centre_calibration"})
 
 
 # --- training: what scoring needs from the training run ---------------------------------

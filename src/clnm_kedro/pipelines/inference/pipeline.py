@@ -58,6 +58,7 @@ from clnm_kedro.pipelines.preprocessing.nodes import (
     crop_rois,
     validate_tables,
 )
+from clnm_kedro.pipelines.recalibrate.nodes import apply_centre_calibration
 
 # The project package, shipped inside the packaged model (code_paths).
 PACKAGE_DIR = Path(clnm_kedro.__file__).parent
@@ -66,6 +67,8 @@ REGISTERED_MODEL_NAME = "clnm_kedro"
 # The packaged model's input: the flat cohort table (clnm_kedro.scoring.cohort_table).
 MODEL_INPUT = "inference_cohort"
 MODEL_OUTPUT = "inference_results"
+# The scoring pipeline's results before a new centre's calibration (recalibrate pipeline).
+TRAINING_CALIBRATED = "inference_results_training_calibration"
 # What the packaged model needs besides this project (pinned from this environment).
 MODEL_REQUIREMENTS: tuple[str, ...] = (
     "kedro",
@@ -312,7 +315,15 @@ def create_pipeline(**kwargs: Any) -> Pipeline:
                 outputs=MODEL_INPUT,
                 name="flatten_inference_cohort",
             ),
-            create_scoring_pipeline(),
+            # The packaged model's results, then a new centre's calibration when asked
+            # (inference.centre_calibration; made by the `recalibrate` pipeline).
+            Pipeline(create_scoring_pipeline(), outputs={MODEL_OUTPUT: TRAINING_CALIBRATED}),
+            Node(
+                apply_centre_calibration,
+                inputs=[TRAINING_CALIBRATED, "centre_calibration", "params:inference"],
+                outputs=MODEL_OUTPUT,
+                name="apply_centre_calibration",
+            ),
             Node(
                 list_inference_errors,
                 inputs=list(EXCLUSIONS),
