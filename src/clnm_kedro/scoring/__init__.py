@@ -7,7 +7,9 @@
 - :mod:`clnm_kedro.scoring.contract`: what a training run fixes for scoring (the clinical
   columns and their kinds, the crop settings, each model's Youden threshold) and the check
   that a new cohort matches it;
-- :mod:`clnm_kedro.scoring.results`: the per-patient results table and the error records.
+- :mod:`clnm_kedro.scoring.results`: the per-patient results table and the error records;
+- :mod:`clnm_kedro.scoring.signature`: the packaged MLflow model's signature (input columns
+  from the scoring contract, the results table as output).
 """
 
 from clnm_kedro.scoring.cohort_table import (
