@@ -9,6 +9,7 @@ from typing import Any
 import mlflow
 import pytest
 
+import clnm_kedro  # noqa: F401 - pins the CPU kernels before any test module imports torch
 from cohort_factory import FactoryCohort, write_cohort
 
 # Clinical data: Kedro telemetry stays off in every test, however pytest is started.

@@ -583,9 +583,18 @@ def tracking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A fresh SQLite MLflow store, made the tracking store of this process for the module."""
     uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
     previous = mlflow.get_tracking_uri()
+    # whole runs earlier in this process leave kedro-mlflow's experiment in the environment
+    # (inherited by the processes started below) and as MLflow's active experiment
+    saved = {
+        k: os.environ.pop(k) for k in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID") if k in os.environ
+    }
     mlflow.set_tracking_uri(uri)
-    MlflowClient().search_experiments()  # creates the tables once
+    experiment = MlflowClient().create_experiment("run_status")  # creates the tables too
+    mlflow.set_experiment(experiment_id=experiment)
+    os.environ["MLFLOW_EXPERIMENT_ID"] = experiment
     yield uri
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+    os.environ.update(saved)
     mlflow.set_tracking_uri(previous)
 
 
