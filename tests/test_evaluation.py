@@ -777,5 +777,6 @@ def test_report_lists_every_parameter_block_of_a_training_run() -> None:
     blocks: set[str] = set()
     for path in conf.glob("parameters*.yml"):
         blocks |= set(yaml.safe_load(path.read_text()) or {})
-    # `simulate` describes the synthetic cohort (its own summary), `inference` a later scoring run
-    assert set(REPORTED_PARAMETERS) == blocks - {"simulate", "inference"}
+    # `simulate` describes the synthetic cohort (its own summary); `inference` and `recalibrate`
+    # belong to later runs on new patients, not to the training run the report describes.
+    assert set(REPORTED_PARAMETERS) == blocks - {"simulate", "inference", "recalibrate"}
