@@ -670,18 +670,31 @@ def test_trials_left_running_by_a_killed_run_are_failed(tmp_path: Path) -> None:
 # --- a figure never sinks a run ---------------------------------------------------------------
 
 
-def test_tied_trials_give_a_figure_saying_why_instead_of_a_crash(
-    caplog: pytest.LogCaptureFixture,
+def test_tied_trials_never_crash_and_a_failing_plot_gives_a_figure_saying_why(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Two trials of a family with the same CV AUC: fANOVA finds zero variance in all trees."""
+    """Two trials of a family with the same CV AUC made fANOVA fail ("zero total variance in all
+    trees") and sank the run: now importances are not computed for tied trials, and any plot
+    that still fails is replaced by a figure saying why."""
     study = optuna.create_study(study_name="combined.logistic", direction="maximize")
     for c in (0.1, 10.0):
         study.enqueue_trial({"C": c})
     study.optimize(lambda trial: 0.75 + 0 * trial.suggest_float("C", 0.01, 100, log=True), 2)
-    with caplog.at_level(logging.WARNING, logger="clnm_kedro.heads.search"):
-        figures = optuna_figures(study)
+    figures = optuna_figures(study)  # no exception
     assert figures["optimization_history"] is not None
-    importances = figures["param_importances"]
+    assert figures["param_importances"] is None  # nothing to explain
+
+    varied = optuna.create_study(study_name="combined.svm", direction="maximize")
+    varied.optimize(lambda trial: trial.suggest_float("C", 0.01, 100, log=True) / 100, 3)
+
+    def fails(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("Encountered zero total variance in all trees.")
+
+    from optuna.visualization import matplotlib as optuna_matplotlib  # noqa: PLC0415
+
+    monkeypatch.setattr(optuna_matplotlib, "plot_param_importances", fails)
+    with caplog.at_level(logging.WARNING, logger="clnm_kedro.heads.search"):
+        importances = optuna_figures(varied)["param_importances"]
     assert importances is not None
     texts = " ".join(t.get_text() for t in importances.axes[0].texts)
     assert "Not drawn: " in texts and "zero total variance" in texts
