@@ -51,7 +51,7 @@ def check_fold_count(splits: pd.DataFrame, n_folds: int) -> None:
     if isinstance(n_folds, bool) or not isinstance(n_folds, int) or n_folds < 1:
         raise ValueError(f"dl_training.cross_fitting.n_folds must be a whole number >= 1, "
                          f"got {n_folds!r}")
-    present = sorted(set(training_folds(splits)) - {-1})
+    present = sorted(int(f) for f in set(training_folds(splits)) - {-1})
     if n_folds > 1 and n_folds > len(present):
         raise ValueError(
             f"dl_training.cross_fitting.n_folds={n_folds} fold networks, but the training "
@@ -96,7 +96,7 @@ def fold_rows(
     candidates = train & ~held_mask
     validation_mask = np.zeros_like(train)
     if epoch_choice == "inner_fold":
-        present = sorted(set(folds[candidates]))
+        present = sorted(int(f) for f in set(folds[candidates]))
         if len(present) < 2:
             raise ValueError(
                 "epoch_choice=inner_fold needs at least two split folds in each fold "
