@@ -26,6 +26,7 @@ from torch import nn
 
 from clnm_kedro.networks import (
     NETWORK_VIEWS,
+    fit_validation_indices,
     TrainingResult,
     config_for_kind,
     plot_training_curves,
@@ -210,6 +211,12 @@ def train_fold_network(
     """
     check_fold_count(patient_splits, settings.n_folds)
     rows = fold_rows(patient_splits, fold, settings.n_folds, settings.epoch_choice)
+    if settings.n_folds == 1 and settings.epoch_choice == "inner_fold":
+        # One network, early-stopped on training.validation_fold (the project before K folds).
+        fit, validation = fit_validation_indices(
+            patient_splits, int(settings.config["training"]["validation_fold"])
+        )
+        rows = (fit, validation, rows[2])
     logger.info(
         "Training %s, fold network %d of %d.", model_label(settings.model), fold + 1,
         settings.n_folds,
