@@ -22,6 +22,7 @@ from clnm_kedro.networks.cross_fitting import (
     check_held_out,
     cross_fitted_logits,
     fit_calibration,
+    fold_assignment,
     fold_rows,
 )
 from clnm_kedro.pipelines.dl_training.nodes import (
@@ -119,8 +120,9 @@ def test_out_of_fold_outputs_of_noise_images_carry_no_signal() -> None:
     ensemble = result.network()
     train = splits["split"].eq("train").to_numpy()
     labels = splits.loc[train, "clnm"].to_numpy()
-    outputs = cross_fitted_logits(ensemble, crops[train], splits.loc[train, "patient_id"])
-    in_sample = cross_fitted_logits(ensemble, crops[train], [""] * int(train.sum()))
+    assignment = fold_assignment(ensemble, splits)[train]
+    outputs = cross_fitted_logits(ensemble, crops[train], assignment)
+    in_sample = cross_fitted_logits(ensemble, crops[train])
     assert (outputs.source != ENSEMBLE).all() and (in_sample.source == ENSEMBLE).all()
     assert roc_auc_score(labels, in_sample.logits[:, 0]) > 0.85
     for column in range(outputs.logits.shape[1]):  # fused, longitudinal, transverse
@@ -197,9 +199,17 @@ def test_fold_checkpoint_round_trip_and_leak_checks(tmp_path: Path) -> None:
     assert isinstance(loaded, FoldEnsemble) and not loaded.training
     assert loaded.calibration == result.calibration
     assert_same_numbers(
-        cross_fitted_logits(loaded, crops, splits["patient_id"]).logits,
-        cross_fitted_logits(result.network(), crops, splits["patient_id"]).logits,
+        cross_fitted_logits(loaded, crops, fold_assignment(loaded, splits)).logits,
+        cross_fitted_logits(result.network(), crops, fold_assignment(loaded, splits)).logits,
     )
+    # No patient ID is stored with the model (it is packaged into MLflow); a fingerprint of
+    # each fold's held-out patients catches splits changed after training.
+    stored = torch.load(path, map_location="cpu", weights_only=True)
+    assert not any(patient in str(stored) for patient in splits["patient_id"])
+    moved = splits.copy()
+    moved.loc[0, "fold"] = 1 if moved.loc[0, "fold"] != 1 else 0
+    with pytest.raises(ValueError, match="patient_splits does not match the networks"):
+        fold_assignment(loaded, moved)
     check_held_out(folds, splits)
     forgotten = folds[1].held_out_patient_ids.pop()
     with pytest.raises(RuntimeError, match="held out by no fold network"):

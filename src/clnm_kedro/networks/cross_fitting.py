@@ -19,6 +19,7 @@ outputs, every training patient in-sample.
 from __future__ import annotations
 
 import copy
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,8 +133,9 @@ class FoldEnsemble(nn.Module):
     """K fold networks and the calibration of their fused logit: one scorer for new patients.
 
     ``forward`` gives the mean fused logit of the K networks (uncalibrated, as a network's
-    ``forward``); :meth:`risk` the calibrated probability. ``held_out`` lists, per fold network,
-    the patients it never saw; :func:`cross_fitted_logits` uses it for training patients.
+    ``forward``); :meth:`risk` the calibrated probability. ``held_out_digests`` fingerprint,
+    per fold network, the patients it never saw (no patient ID is stored with the model):
+    :func:`fold_assignment` checks a ``patient_splits`` against them.
     Grad-CAM (``branches``) explains the last fold network's CNN branches.
     """
 
@@ -141,16 +143,18 @@ class FoldEnsemble(nn.Module):
         self,
         folds: Sequence[UltrasoundNetwork],
         calibration: LogitCalibration,
-        held_out: Sequence[Sequence[str]],
+        held_out_digests: Sequence[str],
     ) -> None:
         super().__init__()
         if not folds:
             raise ValueError("A fold ensemble needs at least one network")
-        if len(held_out) != len(folds):
-            raise ValueError(f"{len(held_out)} held-out lists for {len(folds)} fold networks")
+        if len(held_out_digests) != len(folds):
+            raise ValueError(
+                f"{len(held_out_digests)} held-out fingerprints for {len(folds)} fold networks"
+            )
         self.folds = nn.ModuleList(folds)
         self.calibration = calibration
-        self.held_out = [list(map(str, ids)) for ids in held_out]
+        self.held_out_digests = [str(digest) for digest in held_out_digests]
         self.views = folds[0].views
         self.view_names = folds[0].view_names
 
@@ -243,29 +247,66 @@ class CrossFittedOutputs:
         return self.source != ENSEMBLE
 
 
+def held_out_digest(patient_ids: Sequence[str]) -> str:
+    """Fingerprint of a set of patient IDs (sha256 of the sorted IDs)."""
+    text = "\n".join(sorted(str(patient) for patient in patient_ids))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def held_out_network(splits: pd.DataFrame, n_folds: int) -> np.ndarray:
+    """The fold network that never saw each row (``-1``: none, i.e. external, or ``K = 1``)."""
+    folds = training_folds(splits)
+    if n_folds == 1:
+        return np.full(len(splits), -1)
+    return np.where(folds >= 0, folds % n_folds, -1)
+
+
+def fold_assignment(ensemble: FoldEnsemble, splits: pd.DataFrame) -> np.ndarray:
+    """:func:`held_out_network` of ``splits``, checked against the ensemble's fingerprints.
+
+    Raises
+    ------
+    ValueError
+        If the patients ``splits`` puts in fold group ``k`` are not those fold network ``k``
+        held out (``patient_splits`` changed after the networks were trained).
+    """
+    assignment = held_out_network(splits, ensemble.n_folds)
+    ids = splits["patient_id"].astype(str).to_numpy()
+    for k, digest in enumerate(ensemble.held_out_digests):
+        if held_out_digest(ids[assignment == k]) != digest:
+            raise ValueError(
+                f"patient_splits does not match the networks: the training patients of fold "
+                f"group {k} are not those fold network {k} held out. Were the splits or the "
+                "cohort changed after dl_training? Rerun dl_training on these patient_splits"
+            )
+    return assignment
+
+
 def cross_fitted_logits(
     ensemble: FoldEnsemble,
     crops: np.ndarray,
-    patient_ids: Sequence[str],
+    assignment: np.ndarray | None = None,
     batch_size: int = DEFAULT_INFERENCE_BATCH,
 ) -> CrossFittedOutputs:
     """Out-of-fold outputs for the patients a fold network held out; the ensemble's elsewhere.
 
-    A patient in fold network ``k``'s held-out list gets network ``k``'s outputs (whatever its
-    split); any other patient (external, new, or every patient when ``K = 1``) the mean of the
-    K networks' outputs.
+    ``assignment[i] = k`` (from :func:`fold_assignment`) gives patient ``i`` fold network
+    ``k``'s outputs; ``-1`` (external, new, every patient when ``K = 1``, or no assignment)
+    the mean of the K networks' outputs.
     """
-    ids = np.asarray([str(patient) for patient in patient_ids])
-    if len(ids) != len(crops):
-        raise ValueError(f"{len(ids)} patient IDs for {len(crops)} crops")
+    if assignment is None:
+        assignment = np.full(len(crops), -1)
+    assignment = np.asarray(assignment)
+    if len(assignment) != len(crops):
+        raise ValueError(f"{len(assignment)} fold assignments for {len(crops)} crops")
+    if assignment.max(initial=-1) >= ensemble.n_folds:
+        raise ValueError(f"fold assignment beyond the {ensemble.n_folds} fold networks")
     per_model = batched_logits(list(ensemble.folds), crops, batch_size)
     mean = per_model.mean(axis=0)
     logits = mean.copy()
-    source = np.full(len(ids), ENSEMBLE, dtype=object)
-    for k, held in enumerate(ensemble.held_out):
-        rows = np.flatnonzero(np.isin(ids, held))
-        if np.any(source[rows] != ENSEMBLE):
-            raise ValueError("A patient is held out by more than one fold network")
+    source = np.full(len(assignment), ENSEMBLE, dtype=object)
+    for k in range(ensemble.n_folds):
+        rows = np.flatnonzero(assignment == k)
         logits[rows] = per_model[k, rows]
         source[rows] = f"fold_{k}"
     return CrossFittedOutputs(
@@ -308,7 +349,7 @@ class FoldEnsembleResult:
         return FoldEnsemble(
             [fold.network(device) for fold in self.folds],
             self.calibration,
-            [fold.held_out_patient_ids for fold in self.folds],
+            [held_out_digest(fold.held_out_patient_ids) for fold in self.folds],
         ).eval()
 
 
@@ -328,7 +369,7 @@ def build_ensemble_result(
     """
     check_held_out(folds, splits)
     ensemble = FoldEnsembleResult(list(folds), LogitCalibration.identity()).network()
-    outputs = cross_fitted_logits(ensemble, crops, splits["patient_id"].astype(str), batch_size)
+    outputs = cross_fitted_logits(ensemble, crops, fold_assignment(ensemble, splits), batch_size)
     train = splits["split"].eq("train").to_numpy()
     oof = outputs.out_of_fold & train
     labels = pd.to_numeric(splits["clnm"], errors="coerce").to_numpy()[oof]
@@ -364,8 +405,9 @@ def _history_dict(history: pd.DataFrame) -> dict[str, list[float]]:
 
 
 def save_ensemble(result: FoldEnsembleResult, path: str | Path) -> None:
-    """Write every fold's weights, the config, histories, held-out patients and calibration to
-    one torch file (loadable weights-only)."""
+    """Write every fold's weights, the config, histories, a fingerprint of its held-out
+    patients (no patient ID: the file is packaged into the MLflow model) and the calibration
+    to one torch file (loadable weights-only)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     first = result.folds[0]
@@ -380,7 +422,7 @@ def save_ensemble(result: FoldEnsembleResult, path: str | Path) -> None:
                 "seed": int(fold.seed),
                 "best_epoch": int(fold.best_epoch),
                 "best_val_auc": float(fold.best_val_auc),
-                "held_out_patient_ids": list(fold.held_out_patient_ids),
+                "held_out_digest": held_out_digest(fold.held_out_patient_ids),
                 "history": _history_dict(fold.history),
             }
             for fold in result.folds
@@ -406,7 +448,7 @@ def load_network_file(path: str | Path, device: str | torch.device = "cpu") -> n
         return FoldEnsemble(
             folds,
             LogitCalibration.from_dict(payload["calibration"]),
-            [fold["held_out_patient_ids"] for fold in payload["folds"]],
+            [fold["held_out_digest"] for fold in payload["folds"]],
         ).eval()
     network, _config = load_checkpoint(path, device)
     return network

@@ -26,9 +26,9 @@ from torch import nn
 
 from clnm_kedro.networks import (
     NETWORK_VIEWS,
-    fit_validation_indices,
     TrainingResult,
     config_for_kind,
+    fit_validation_indices,
     plot_training_curves,
     resolve_config,
     train_network,

@@ -24,7 +24,12 @@ from clnm_kedro.networks import (
     predictions_table,
     select_device,
 )
-from clnm_kedro.networks.cross_fitting import ENSEMBLE, FoldEnsemble, cross_fitted_logits
+from clnm_kedro.networks.cross_fitting import (
+    ENSEMBLE,
+    FoldEnsemble,
+    cross_fitted_logits,
+    fold_assignment,
+)
 from clnm_kedro.networks.data import validate_crops
 
 logger = logging.getLogger(__name__)
@@ -104,9 +109,8 @@ def score_with_network(
             "%d DL features extracted for each of %d patients.", features.shape[1], len(table)
         )
         return table, _probability_table(patient_splits, probabilities)
-    outputs = cross_fitted_logits(
-        network, roi_crops, ids if out_of_fold else [""] * len(ids), batch_size
-    )
+    assignment = fold_assignment(network, patient_splits) if out_of_fold else None
+    outputs = cross_fitted_logits(network, roi_crops, assignment, batch_size)
     table = features_table(outputs.logits, ids)
     oof = outputs.out_of_fold
     ensemble_logits = outputs.ensemble
