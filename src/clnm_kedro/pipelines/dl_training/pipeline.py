@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -61,12 +62,14 @@ def configured_fold_count(env: str | None = None) -> int:
     project = find_kedro_project(Path.cwd())
     if project is None:
         return resolve_fold_count(None, {})
-    loader = settings.CONFIG_LOADER_CLASS(
-        conf_source=str(Path(project) / settings.CONF_SOURCE),
-        env=env or os.environ.get("KEDRO_ENV"),
-        **settings.CONFIG_LOADER_ARGS,
-    )
-    parameters = loader["parameters"]
+    with warnings.catch_warnings():  # the session's own loader reports configuration problems
+        warnings.simplefilter("ignore")
+        loader = settings.CONFIG_LOADER_CLASS(
+            conf_source=str(Path(project) / settings.CONF_SOURCE),
+            env=env or os.environ.get("KEDRO_ENV"),
+            **settings.CONFIG_LOADER_ARGS,
+        )
+        parameters = loader["parameters"]
     cross_fitting = (parameters.get("dl_training") or {}).get("cross_fitting")
     return resolve_fold_count(cross_fitting, parameters.get("split") or {})
 
