@@ -1,11 +1,13 @@
 """The ``dl_training`` and ``feature_extraction`` pipelines through Kedro, in project copies.
 
 A tiny two-centre cohort (``roi_crops``, ``patient_splits``) is written straight into each
-copy; the pipelines run with the ``test`` settings (a very small CNN, two epochs). Checked:
-every patient gets one row of features and predictions in the order of ``patient_splits``,
-the predictions follow the output contract, a checkpoint loads back to the very outputs the
+copy; the pipelines run with the ``test`` settings (a very small CNN, two epochs, K = 5 fold
+networks per model). Checked: every patient gets one row of features and predictions in the
+order of ``patient_splits``, the predictions follow the output contract (out-of-fold
+``train_cv`` rows included), a fold-ensemble checkpoint loads back to the very outputs the
 pipeline wrote, the external centre changes nothing fitted, bad parameters stop the run
-before training, and MLflow records the training and the networks.
+before training, MLflow records the training and the networks, and the fold networks train
+side by side under ``ParallelRunner``.
 """
 
 from __future__ import annotations
@@ -20,11 +22,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from kedro.io import DatasetError
+from kedro.runner import ParallelRunner
 from mlflow import MlflowClient
 
 from clnm_kedro.datasets import TorchModelDataset
-from clnm_kedro.networks import extract_features, predict_probabilities
+from clnm_kedro.networks import predict_probabilities
+from clnm_kedro.networks.cross_fitting import (
+    cross_fitted_logits,
+    fold_assignment,
+    held_out_digest,
+)
 from clnm_kedro.pipelines.dl_training import create_pipeline as dl_training_pipeline
 from clnm_kedro.pipelines.dl_training.nodes import resolve_network_settings
 from clnm_kedro.pipelines.feature_extraction import create_pipeline as feature_pipeline
@@ -39,7 +48,9 @@ NETWORKS = ("dl_dual", "dl_longitudinal", "dl_transverse")
 PIPELINES = ["dl_training", "feature_extraction"]
 PREDICTION_COLUMNS = ["patient_id", "center", "split", "model", "clnm", "probability"]
 N_TRAIN, N_EXTERNAL, SIZE = 40, 14, 32
-HIDDEN_DIM = 8  # conf/test/parameters_dl_training.yml
+N_FOLDS = 5  # split.n_folds: the fold networks per model (conf/base cross_fitting.n_folds null)
+# DL features: the fused logit, and each view's for the dual network
+N_OUTPUTS = {"dl_dual": 3, "dl_longitudinal": 1, "dl_transverse": 1}
 BATCH_SIZE = 16  # conf/test/parameters_feature_extraction.yml
 
 
@@ -112,7 +123,10 @@ def test_pipelines_are_namespaced_per_network() -> None:
             f"{model}_training_metrics",
         } <= training.all_outputs()
         assert f"params:dl_training.models.{model}" in training.inputs()
-        assert f"{model}.train_network" in {node.name for node in training.nodes}
+        names = {node.name for node in training.nodes}
+        assert {f"{model}.fold_{k}.train_fold_network" for k in range(N_FOLDS)} <= names
+        assert f"{model}.fold_{N_FOLDS}.train_fold_network" not in names
+        assert f"{model}.assemble_fold_ensemble" in names
         assert f"{model}_features" in features.all_outputs()
     assert training.inputs() >= {"roi_crops", "patient_splits", "params:dl_training.recipe"}
     assert "dl_predictions" in features.outputs()
@@ -130,7 +144,7 @@ def test_features_line_up_with_patient_ids(
     for model in NETWORKS:
         table = read_table(baseline, f"04_feature/{model}_features.parquet")
         assert table["patient_id"].tolist() == splits["patient_id"].tolist()
-        assert list(table.columns[1:]) == [f"dl_{i:03d}" for i in range(HIDDEN_DIM)]
+        assert list(table.columns[1:]) == [f"dl_{i:03d}" for i in range(N_OUTPUTS[model])]
         assert np.isfinite(table.iloc[:, 1:].to_numpy()).all()
 
 
@@ -140,13 +154,18 @@ def test_predictions_follow_the_output_contract(
     _, splits = cohort
     predictions = read_table(baseline, "07_model_output/dl_predictions.csv")
     assert list(predictions.columns) == PREDICTION_COLUMNS
-    assert predictions["model"].tolist() == [m for m in NETWORKS for _ in range(len(splits))]
+    per_model = len(splits) + N_TRAIN  # train (apparent) + external, then train_cv
+    assert predictions["model"].tolist() == [m for m in NETWORKS for _ in range(per_model)]
     for model in NETWORKS:
         rows = predictions[predictions["model"] == model].reset_index(drop=True)
         pd.testing.assert_frame_equal(
-            rows[["patient_id", "center", "split", "clnm"]],
+            rows[["patient_id", "center", "split", "clnm"]].iloc[: len(splits)],
             splits[["patient_id", "center", "split", "clnm"]],
         )
+        cv = rows.iloc[len(splits) :]
+        assert cv["split"].eq("train_cv").all()
+        train_ids = splits.loc[splits["split"] == "train", "patient_id"].tolist()
+        assert cv["patient_id"].tolist() == train_ids
         assert rows["probability"].between(0, 1).all()
         assert rows["probability"].nunique() > 1
 
@@ -156,18 +175,30 @@ def test_checkpoint_loads_back_to_the_pipeline_outputs(
 ) -> None:
     crops, _ = cohort
     predictions = read_table(baseline, "07_model_output/dl_predictions.csv")
+    _, splits = cohort
+    external = splits["split"].eq("external").to_numpy()
     for model in NETWORKS:
         dataset = TorchModelDataset(str(baseline / "data" / "06_models" / f"{model}_network.pt"))
         network = dataset.load()
         assert isinstance(network, torch.nn.Module) and not network.training
+        assert network.n_folds == N_FOLDS
         features = read_table(baseline, f"04_feature/{model}_features.parquet")
-        assert_same_numbers(extract_features(network, crops, BATCH_SIZE), features.iloc[:, 1:])
-        expected = predictions.loc[predictions["model"] == model, "probability"].to_numpy()
-        assert_same_numbers(predict_probabilities(network, crops, BATCH_SIZE), expected)
-        # The checkpoint keeps the training history the pipeline wrote.
+        outputs = cross_fitted_logits(
+            network, crops, fold_assignment(network, splits), BATCH_SIZE
+        )
+        assert_same_numbers(outputs.logits, features.iloc[:, 1:])
+        rows = predictions[(predictions["model"] == model) & (predictions["split"] == "external")]
+        # External patients: the fold ensemble's mean logit, calibrated with the stored map.
+        assert_same_numbers(
+            network.calibration.apply(predict_probabilities(network, crops, BATCH_SIZE))[external],
+            rows["probability"].to_numpy(),
+        )
+        # The checkpoint keeps each fold network's training history; the table is their mean.
         history = read_table(baseline, f"08_reporting/{model}_training_history.csv")
-        stored = checkpoint(baseline, model)["history"]
-        np.testing.assert_allclose(history["val_auc"], stored["val_auc"])
+        stored = checkpoint(baseline, model)["folds"]
+        np.testing.assert_allclose(
+            history["train_loss"], np.mean([fold["history"]["train_loss"] for fold in stored], 0)
+        )
         assert list(history.columns) == [
             "epoch",
             "train_loss",
@@ -192,13 +223,19 @@ def test_mlflow_records_training_and_networks(
     run_id = run_info.info.run_id
     for model in NETWORKS:
         history = read_table(baseline, f"08_reporting/{model}_training_history.csv")
-        auc = client.get_metric_history(run_id, f"val.{model}.auc")
-        assert [m.step for m in auc] == history["epoch"].tolist()
-        np.testing.assert_allclose([m.value for m in auc], history["val_auc"])
-        assert len(client.get_metric_history(run_id, f"train.{model}.loss")) == len(history)
-        best = checkpoint(baseline, model)
-        assert run_info.data.metrics[f"val.{model}.best_epoch"] == best["best_epoch"]
-        assert run_info.data.metrics[f"val.{model}.best_auc"] == pytest.approx(best["best_val_auc"])
+        loss = client.get_metric_history(run_id, f"train.{model}.loss")
+        assert [m.step for m in loss] == history["epoch"].tolist()
+        np.testing.assert_allclose([m.value for m in loss], history["train_loss"])
+        # A fixed schedule: no validation passes, the last epoch kept by every fold network.
+        assert not client.get_metric_history(run_id, f"val.{model}.auc")
+        folds = checkpoint(baseline, model)["folds"]
+        assert run_info.data.metrics[f"val.{model}.best_epoch"] == max(
+            fold["best_epoch"] for fold in folds
+        ) == 2
+        calibration = checkpoint(baseline, model)["calibration"]
+        assert run_info.data.metrics[
+            f"train_cv.{model}.calibration_map_slope"
+        ] == pytest.approx(calibration["slope"])
     assert run_info.data.params["dl_training.recipe.training.epochs"] == "2"
     figures = {a.path for a in client.list_artifacts(run_id, "figures")}
     assert {f"figures/{model}_training_curve.png" for model in NETWORKS} <= figures
@@ -228,12 +265,15 @@ def test_no_external_patient_reaches_training_or_validation(
         summary = json.loads(
             (baseline / "data" / "08_reporting" / f"{model}_training_summary.json").read_text()
         )
-        assert (
-            summary["validation_patient_ids"]
-            == train.loc[train["fold"] == 0, "patient_id"].tolist()
-        )
-        assert summary["fit_patient_ids"] == train.loc[train["fold"] != 0, "patient_id"].tolist()
-        assert summary["best_epoch"] == checkpoint(baseline, model)["best_epoch"]
+        stored = checkpoint(baseline, model)["folds"]
+        assert len(summary["folds"]) == N_FOLDS
+        for k, fold in enumerate(summary["folds"]):
+            held = train.loc[train["fold"] == k, "patient_id"].tolist()
+            assert fold["held_out_patient_ids"] == held
+            assert stored[k]["held_out_digest"] == held_out_digest(held)
+            assert fold["fit_patient_ids"] == train.loc[train["fold"] != k, "patient_id"].tolist()
+            assert fold["validation_patient_ids"] == []
+            assert fold["epoch_kept"] == stored[k]["best_epoch"]
 
 
 def test_external_centre_changes_nothing_fitted(
@@ -248,12 +288,12 @@ def test_external_centre_changes_nothing_fitted(
     project = new_project(tmp_path / "changed", changed_crops, changed_splits)
     run(project, ["dl_training"], env="test")
     for model in NETWORKS:
-        before, after = checkpoint(baseline, model), checkpoint(project, model)
-        assert before["state_dict"].keys() == after["state_dict"].keys()
-        for name, weights in before["state_dict"].items():
-            torch.testing.assert_close(after["state_dict"][name], weights, rtol=0, atol=0)
-        for column in ("train_loss", "val_loss", "val_auc"):
-            assert before["history"][column] == after["history"][column]
+        before, after = checkpoint(baseline, model)["folds"], checkpoint(project, model)["folds"]
+        for fold_before, fold_after in zip(before, after, strict=True):
+            assert fold_before["state_dict"].keys() == fold_after["state_dict"].keys()
+            for name, weights in fold_before["state_dict"].items():
+                torch.testing.assert_close(fold_after["state_dict"][name], weights, rtol=0, atol=0)
+            assert fold_before["history"]["train_loss"] == fold_after["history"]["train_loss"]
     # The check can fail: the external crops did change the network's input.
     network = TorchModelDataset(str(project / "data" / "06_models" / "dl_dual_network.pt")).load()
     assert not np.array_equal(
@@ -305,3 +345,27 @@ def test_feature_extraction_rejects_misaligned_inputs(
     shuffled = pd.DataFrame({"patient_id": splits["patient_id"][::-1], "probability": 0.5})
     with pytest.raises(ValueError, match="dl_dual probabilities are not in the patient order"):
         gather_network_predictions(splits, dl_dual=shuffled)
+
+
+def test_fold_networks_train_side_by_side_with_the_parallel_runner(
+    baseline: Path, cohort: tuple[np.ndarray, pd.DataFrame], tmp_path: Path
+) -> None:
+    """``kedro run --runner ParallelRunner``: the fold networks are independent nodes; the
+    ensemble is the one the sequential run made (CPU training repeats exactly)."""
+    project = new_project(tmp_path / "parallel", *cohort)
+    # kedro-mlflow's artifact datasets cannot be pickled into worker processes: in this copy
+    # they write their files without logging them to MLflow.
+    plain = {}
+    for path in (project / "conf" / "base" / "catalog").glob("*.yml"):
+        for name, entry in (yaml.safe_load(path.read_text()) or {}).items():
+            if "MlflowArtifactDataset" in str(entry.get("type", "")):
+                plain[name] = entry["dataset"]
+    (project / "conf" / "test" / "catalog_parallel.yml").write_text(yaml.safe_dump(plain))
+    run(project, ["dl_training"], env="test", runner=ParallelRunner(max_workers=2))
+    for model in NETWORKS:
+        sequential, parallel = checkpoint(baseline, model), checkpoint(project, model)
+        assert len(parallel["folds"]) == N_FOLDS
+        for fold_a, fold_b in zip(sequential["folds"], parallel["folds"], strict=True):
+            assert fold_a["held_out_digest"] == fold_b["held_out_digest"]
+            for name, weights in fold_a["state_dict"].items():
+                torch.testing.assert_close(fold_b["state_dict"][name], weights)

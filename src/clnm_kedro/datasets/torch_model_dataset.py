@@ -16,7 +16,8 @@ from kedro.io import AbstractVersionedDataset, DatasetError, Version
 from kedro_datasets._typing import JSONPreview
 from torch import nn
 
-from clnm_kedro.networks import TrainingResult, load_checkpoint, save_checkpoint
+from clnm_kedro.networks import TrainingResult, save_checkpoint
+from clnm_kedro.networks.cross_fitting import FoldEnsembleResult, load_network_file, save_ensemble
 
 
 class TorchModelDataset(AbstractVersionedDataset[TrainingResult, nn.Module]):
@@ -69,15 +70,17 @@ class TorchModelDataset(AbstractVersionedDataset[TrainingResult, nn.Module]):
     def load(self) -> nn.Module:
         """The trained network (eval mode) on ``load_args.device``."""
         path = Path(self._get_load_path())
-        network, _config = load_checkpoint(path, device=self._device())
-        return network
+        return load_network_file(path, device=self._device())
 
     def save(self, data: TrainingResult) -> None:
-        """Write the best weights, parameter block and history of one training run."""
+        """Write one training run (or the fold trainings and calibration of a fold ensemble)."""
+        if isinstance(data, FoldEnsembleResult):
+            save_ensemble(data, Path(self._get_save_path()))
+            return
         if not isinstance(data, TrainingResult):
             raise DatasetError(
                 f"TorchModelDataset({self._filepath}) saves the TrainingResult returned by "
-                f"train_network, got {type(data).__name__}"
+                f"train_network or a FoldEnsembleResult, got {type(data).__name__}"
             )
         save_checkpoint(data, Path(self._get_save_path()))
 
@@ -85,6 +88,15 @@ class TorchModelDataset(AbstractVersionedDataset[TrainingResult, nn.Module]):
         """kedro-viz: the kept epoch, its validation AUC, the size and settings of the network."""
         path = Path(self._get_load_path())
         payload = torch.load(path, map_location="cpu", weights_only=True)
+        if "folds" in payload:
+            folds = payload["folds"]
+            return JSONPreview(json.dumps({
+                "fold_networks": len(folds),
+                "epochs_kept": [fold.get("best_epoch") for fold in folds],
+                "calibration": payload.get("calibration"),
+                "seed": payload.get("seed"),
+                "settings": payload.get("config"),
+            }, default=str))
         summary = {
             "best_epoch": payload.get("best_epoch"),
             "best_validation_auc": payload.get("best_val_auc"),

@@ -107,8 +107,9 @@ class TrainingResult:
         The epoch whose weights were kept and its validation AUC.
     seed
         The seed of the run.
-    fit_patient_ids, validation_patient_ids
-        Patients the network was fitted on, and the internal validation patients.
+    fit_patient_ids, validation_patient_ids, held_out_patient_ids
+        Patients the network was fitted on, the internal validation patients (none with a
+        fixed schedule), and the training-centre patients it never saw (cross-fitting).
     """
 
     state_dict: dict[str, torch.Tensor]
@@ -119,6 +120,7 @@ class TrainingResult:
     seed: int = 0
     fit_patient_ids: list[str] = field(default_factory=list)
     validation_patient_ids: list[str] = field(default_factory=list)
+    held_out_patient_ids: list[str] = field(default_factory=list)
 
     def network(self, device: str | torch.device = "cpu") -> UltrasoundNetwork:
         """The trained network with the best weights, in eval mode."""
@@ -270,6 +272,7 @@ def train_network(
     *,
     device: str | torch.device | None = None,
     on_epoch_end: EpochCallback | None = None,
+    rows: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> TrainingResult:
     """Train one network (dual-view or single-view) with early stopping on internal validation.
 
@@ -291,6 +294,12 @@ def train_network(
     on_epoch_end
         Called after every epoch with ``(epoch, {"train_loss", "val_loss", "val_auc", "lr",
         "seconds"})``, e.g. to log metrics to MLflow.
+    rows
+        Fit, validation and held-out row indices (training-centre rows only), e.g. from
+        :func:`clnm_kedro.networks.cross_fitting.fold_rows`; by default fold
+        ``training.validation_fold`` validates and every other training fold is fitted on.
+        With no validation rows the schedule runs to its end and the last epoch is kept (no
+        validation passes); held-out rows are never read.
 
     Returns
     -------
@@ -301,7 +310,15 @@ def train_network(
     settings = resolved["training"]
     kind = resolved["network"]["kind"]
     validate_splits(crops, splits)
-    fit_rows, validation_rows = fit_validation_indices(splits, int(settings["validation_fold"]))
+    if rows is None:
+        fit_rows, validation_rows = fit_validation_indices(
+            splits, int(settings["validation_fold"])
+        )
+        held_rows = np.zeros(0, dtype=np.int64)
+    else:
+        fit_rows, validation_rows, held_rows = (np.asarray(r, dtype=np.int64) for r in rows)
+        _check_rows(splits, fit_rows, validation_rows, held_rows)
+    validating = validation_rows.size > 0
     torch_device = select_device(device if device is not None else settings["device"])
     on_cuda = torch_device.type == "cuda"
     amp = _switch(settings["mixed_precision"], use_bf16(torch_device), "mixed_precision")
@@ -335,19 +352,15 @@ def train_network(
     steps_per_epoch = batches_per_epoch(n_fit, batch_size)
     epochs = int(settings["epochs"])
     patience = int(settings["early_stopping_patience"])
-    first_kept = min(int(settings["min_epochs"]), epochs)
+    first_kept = min(int(settings["min_epochs"]), epochs) if validating else epochs
 
     logger.info(
         "Training the %s network (%s backbone, %d px) on %d training-centre patients "
-        "(%d with CLNM); %d patients of fold %d validate for early stopping; device %s",
-        kind,
-        resolved["network"]["backbone"],
-        crops.shape[-1],
-        n_fit,
-        int(n_positive),
-        validation_rows.size,
-        int(settings["validation_fold"]),
-        torch_device,
+        "(%d with CLNM); %s; %d held-out patients never seen; device %s",
+        kind, resolved["network"]["backbone"], crops.shape[-1], n_fit, int(n_positive),
+        f"{validation_rows.size} patients validate for early stopping" if validating
+        else f"fixed schedule, the last of {epochs} epochs kept",
+        held_rows.size, torch_device,
     )
 
     history: list[dict[str, float]] = []
@@ -413,20 +426,17 @@ def train_network(
                 loss_sum += loss.detach() * y.numel()
             learning_rate = optimizer.param_groups[0]["lr"]
 
-            logits = batched_outputs(
-                model, validation_images, model, int(settings["eval_batch_size"]), amp
-            ).double()
-            if not torch.isfinite(logits).all():
+            val_loss, val_auc = math.nan, math.nan
+            if validating:
+                val_loss, val_auc = _validate(
+                    model, validation_images, validation_labels, settings, amp=amp, kind=kind,
+                    epoch=epoch,
+                )
+            if not math.isfinite(float(loss_sum)):
                 raise RuntimeError(
                     f"Training the {kind} network diverged at epoch {epoch} (non-finite "
-                    "outputs); lower training.learning_rate"
+                    "loss); lower training.learning_rate"
                 )
-            val_loss = float(
-                nn.functional.binary_cross_entropy_with_logits(
-                    logits, torch.from_numpy(validation_labels)
-                )
-            )
-            val_auc = float(roc_auc_score(validation_labels, logits.numpy()))
             metrics = {
                 "train_loss": float(loss_sum) / n_fit,
                 "val_loss": val_loss,
@@ -435,7 +445,9 @@ def train_network(
                 "seconds": time.perf_counter() - started,
             }
             history.append({"epoch": epoch, **metrics})
-            better = val_auc > best_auc or (val_auc == best_auc and val_loss < best_loss)
+            better = not validating or (
+                val_auc > best_auc or (val_auc == best_auc and val_loss < best_loss)
+            )
             if epoch >= first_kept and better:
                 best_state, best_epoch, best_auc, best_loss = (
                     _cpu_state(model),
@@ -446,7 +458,7 @@ def train_network(
             logger.debug("%s epoch %d: %s", kind, epoch, metrics)
             if on_epoch_end is not None:
                 on_epoch_end(epoch, dict(metrics))
-            if epoch >= first_kept and epoch - best_epoch >= patience:
+            if validating and epoch >= first_kept and epoch - best_epoch >= patience:
                 logger.info(
                     "%s network: no better validation AUC for %d epochs; stopped at epoch %d",
                     kind,
@@ -456,12 +468,11 @@ def train_network(
                 break
 
     table = pd.DataFrame(history, columns=list(HISTORY_COLUMNS))
+    if not validating:
+        best_auc = math.nan
     logger.info(
-        "%s network: best internal-validation AUC %.3f at epoch %d (%.0f s in all)",
-        kind,
-        best_auc,
-        best_epoch,
-        table["seconds"].sum(),
+        "%s network: epoch %d kept (internal-validation AUC %.3f; %.0f s in all)",
+        kind, best_epoch, best_auc, table["seconds"].sum(),
     )
     patient_ids = splits["patient_id"].astype(str).to_numpy()
     return TrainingResult(
@@ -473,7 +484,51 @@ def train_network(
         seed=int(seed),
         fit_patient_ids=patient_ids[fit_rows].tolist(),
         validation_patient_ids=patient_ids[validation_rows].tolist(),
+        held_out_patient_ids=patient_ids[held_rows].tolist(),
     )
+
+
+def _check_rows(
+    splits: pd.DataFrame, fit: np.ndarray, validation: np.ndarray, held: np.ndarray
+) -> None:
+    """Given rows: training-centre only, disjoint, something to fit on."""
+    train = splits["split"].eq("train").to_numpy()
+    every = np.concatenate([fit, validation, held])
+    if every.size and (every.min() < 0 or every.max() >= len(splits)):
+        raise ValueError("Row indices outside patient_splits")
+    if not train[every].all():
+        raise RuntimeError(
+            "External patient(s) reached training, validation or the held-out fold: "
+            f"{splits['patient_id'].iloc[every[~train[every]]].tolist()[:10]}"
+        )
+    if np.unique(every).size != every.size:
+        raise ValueError("Fit, validation and held-out rows overlap")
+    if fit.size < 2:
+        raise ValueError(f"Only {fit.size} patient(s) to fit on")
+
+
+def _validate(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: np.ndarray,
+    settings: Mapping[str, Any],
+    *,
+    amp: bool,
+    kind: str,
+    epoch: int,
+) -> tuple[float, float]:
+    """Validation loss and AUC of one epoch."""
+    logits = batched_outputs(model, images, model, int(settings["eval_batch_size"]), amp).double()
+    if not torch.isfinite(logits).all():
+        raise RuntimeError(
+            f"Training the {kind} network diverged at epoch {epoch} (non-finite "
+            "outputs); lower training.learning_rate"
+        )
+    loss = float(
+        nn.functional.binary_cross_entropy_with_logits(logits, torch.from_numpy(labels))
+    )
+    auc = float(roc_auc_score(labels, logits.numpy())) if np.unique(labels).size == 2 else math.nan
+    return loss, auc
 
 
 def model_from_state(
@@ -497,6 +552,12 @@ def model_from_state(
             "The saved weights do not fit the network their settings describe: missing "
             f"{missing[:5]}, unexpected {result.unexpected_keys[:5]}"
         )
+    # The per-view classifiers are outputs only when they were trained (and saved).
+    model.trained_view_heads = (
+        bool(len(model.view_heads))
+        and float(resolved["training"]["view_loss_weight"]) > 0
+        and not any(key.startswith("view_heads.") for key in result.missing_keys)
+    )
     return model.to(device).eval()
 
 

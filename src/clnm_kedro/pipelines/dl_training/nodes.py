@@ -1,12 +1,14 @@
-"""Nodes of the ``dl_training`` pipeline: one recipe, trained once per network.
+"""Nodes of the ``dl_training`` pipeline: one recipe, cross-fitted K times per network.
 
-The torch work is in :mod:`clnm_kedro.networks`; these nodes read the parameters, call it and
-shape its results for the catalog (checkpoint, history, MLflow metrics, figure, MLflow model).
+The torch work is in :mod:`clnm_kedro.networks`; these nodes read the parameters, train one
+fold network each, gather the K fold networks into a calibrated fold ensemble and shape the
+results for the catalog (checkpoint, history, MLflow metrics, figure, MLflow model).
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,15 +28,27 @@ from clnm_kedro.networks import (
     NETWORK_VIEWS,
     TrainingResult,
     config_for_kind,
+    fit_validation_indices,
     plot_training_curves,
     resolve_config,
     train_network,
+)
+from clnm_kedro.networks.cross_fitting import (
+    EPOCH_CHOICES,
+    FoldEnsemble,
+    FoldEnsembleResult,
+    build_ensemble_result,
+    check_fold_count,
+    fold_rows,
 )
 from clnm_kedro.reporting.predictions import model_label
 
 logger = logging.getLogger(__name__)
 
 RECIPE_SECTIONS: frozenset[str] = frozenset({"network", "augment", "training"})
+CROSS_FITTING_KEYS: frozenset[str] = frozenset({"n_folds", "epoch_choice"})
+# Fold network k is seeded with seed + FOLD_SEED_STEP * k (its own initialisation and batches).
+FOLD_SEED_STEP = 1009
 _MODEL_KEYS: frozenset[str] = frozenset({"model", "views"}) | RECIPE_SECTIONS
 # Packages a network logged to MLflow needs (besides this project, which defines its class).
 NETWORK_REQUIREMENTS: tuple[str, ...] = ("torch", "torchvision", "numpy")
@@ -53,12 +67,20 @@ class NetworkSettings:
         The resolved parameter block (``network``, ``augment``, ``training``; every default
         filled in, ``network.kind`` set from the model's ``views``).
     seed
-        Seed of initialisation, batch order, augmentation and dropout.
+        Seed of initialisation, batch order, augmentation and dropout (fold network ``k``:
+        ``seed + FOLD_SEED_STEP * k``).
+    n_folds
+        K, the fold networks (``dl_training.cross_fitting.n_folds``).
+    epoch_choice
+        How a fold network picks its epoch without its held-out fold: ``last`` (fixed
+        schedule) or ``inner_fold`` (early stopping on a fold of its own training part).
     """
 
     model: str
     config: dict[str, Any]
     seed: int
+    n_folds: int = 1
+    epoch_choice: str = "last"
 
     @property
     def n_views(self) -> int:
@@ -80,10 +102,41 @@ def _merged_block(recipe: Mapping[str, Any], overrides: Mapping[str, Any]) -> di
     return block
 
 
+def resolve_fold_count(cross_fitting: Mapping[str, Any] | None, split: Mapping[str, Any]) -> int:
+    """K: ``dl_training.cross_fitting.n_folds``, ``null`` meaning ``split.n_folds``."""
+    cross_fitting = dict(cross_fitting or {})
+    unknown = sorted(set(cross_fitting) - CROSS_FITTING_KEYS)
+    if unknown:
+        raise ValueError(
+            f"Unknown keys {unknown} in dl_training.cross_fitting; allowed: "
+            f"{sorted(CROSS_FITTING_KEYS)}"
+        )
+    n_folds = cross_fitting.get("n_folds")
+    if n_folds is None:
+        n_folds = (split or {}).get("n_folds", 5)
+    if isinstance(n_folds, bool) or not isinstance(n_folds, int) or n_folds < 1:
+        raise ValueError(
+            f"dl_training.cross_fitting.n_folds must be null or a whole number >= 1, got "
+            f"{n_folds!r}"
+        )
+    return n_folds
+
+
 def resolve_network_settings(
-    recipe: dict[str, Any], model_settings: dict[str, Any], seed: int
+    recipe: dict[str, Any],
+    model_settings: dict[str, Any],
+    seed: int,
+    cross_fitting: dict[str, Any] | None = None,
+    split: dict[str, Any] | None = None,
+    *,
+    built_folds: int | None = None,
 ) -> NetworkSettings:
-    """Check the shared recipe and one network's block; nothing is trained.
+    """Check the shared recipe, the cross-fitting block and one network's block; nothing is
+    trained.
+
+    ``built_folds`` is the number of fold-network nodes the pipeline was built with; a run
+    whose parameters ask for another K stops here (K shapes the pipeline, so it is read from
+    the configuration files when the pipeline is built, not from ``--params``).
 
     Parameters
     ----------
@@ -128,38 +181,136 @@ def resolve_network_settings(
         raise ValueError(
             f"Invalid parameters of the {model} network (dl_training): {error}"
         ) from error
-    return NetworkSettings(model=model, config=config, seed=seed)
+    n_folds = resolve_fold_count(cross_fitting, split or {})
+    if built_folds is not None and n_folds != built_folds:
+        raise ValueError(
+            f"dl_training.cross_fitting.n_folds resolves to {n_folds} but the pipeline was built "
+            f"with {built_folds} fold networks per model. K shapes the pipeline (one node per "
+            "fold network), so it is read from conf/base and conf/$KEDRO_ENV when the pipeline "
+            "is built: set it there (and KEDRO_ENV=<env> for another environment), not with "
+            "--params or --env alone"
+        )
+    epoch_choice = (cross_fitting or {}).get("epoch_choice", "last")
+    if epoch_choice not in EPOCH_CHOICES:
+        raise ValueError(
+            f"dl_training.cross_fitting.epoch_choice must be one of {EPOCH_CHOICES}, got "
+            f"{epoch_choice!r}"
+        )
+    return NetworkSettings(
+        model=model, config=config, seed=seed, n_folds=n_folds, epoch_choice=epoch_choice
+    )
 
 
-def train_network_on_training_centres(
-    roi_crops: np.ndarray, patient_splits: pd.DataFrame, settings: NetworkSettings
-) -> tuple[TrainingResult, pd.DataFrame, dict[str, Any]]:
-    """Train one network on the training centres, early-stopped on their validation fold.
+def train_fold_network(
+    roi_crops: np.ndarray, patient_splits: pd.DataFrame, settings: NetworkSettings, fold: int
+) -> TrainingResult:
+    """Train fold network ``fold`` of ``settings.n_folds``: never its held-out fold group.
 
-    External patients never reach training or validation.
+    Its epoch is the schedule's last (``epoch_choice: last``) or the best on an inner fold of
+    its own training part (``inner_fold``). External patients never reach training.
+    """
+    check_fold_count(patient_splits, settings.n_folds)
+    rows = fold_rows(patient_splits, fold, settings.n_folds, settings.epoch_choice)
+    if settings.n_folds == 1 and settings.epoch_choice == "inner_fold":
+        # One network, early-stopped on training.validation_fold (the project before K folds).
+        fit, validation = fit_validation_indices(
+            patient_splits, int(settings.config["training"]["validation_fold"])
+        )
+        rows = (fit, validation, rows[2])
+    logger.info(
+        "Training %s, fold network %d of %d.", model_label(settings.model), fold + 1,
+        settings.n_folds,
+    )
+    return train_network(
+        roi_crops,
+        patient_splits,
+        settings.config,
+        settings.seed + FOLD_SEED_STEP * fold,
+        rows=rows,
+    )
+
+
+def settings_node(built_folds: int) -> Any:
+    """:func:`resolve_network_settings` checking K against the ``built_folds`` fold nodes."""
+    function = functools.partial(resolve_network_settings, built_folds=built_folds)
+    functools.update_wrapper(function, resolve_network_settings)
+    return function
+
+
+def fold_training_node(fold: int) -> Any:
+    """:func:`train_fold_network` with ``fold`` fixed: the function of one fold's node
+    (picklable, so ``ParallelRunner`` can run the folds in separate processes)."""
+    function = functools.partial(train_fold_network, fold=fold)
+    functools.update_wrapper(function, train_fold_network)
+    return function
+
+
+def assemble_fold_ensemble(
+    roi_crops: np.ndarray,
+    patient_splits: pd.DataFrame,
+    settings: NetworkSettings,
+    *fold_results: TrainingResult,
+) -> tuple[FoldEnsembleResult, pd.DataFrame, dict[str, Any]]:
+    """The K fold networks as one fold ensemble, calibrated on their out-of-fold outputs.
 
     Returns
     -------
     tuple
-        The training result (best weights, for the checkpoint); its per-epoch history
-        ``epoch, train_loss, val_loss, val_auc, lr, seconds``; and a summary: the epoch kept,
-        its validation AUC, the seed, and which patients were fitted on and which validated.
+        The ensemble (K weights and the logistic calibration of the fused logit, fitted on the
+        out-of-fold probabilities of the training centres; for the checkpoint); the history
+        (mean over the folds per epoch, ``seconds`` summed); and a summary: per fold network
+        the epoch kept, its seed and the patients it fitted on, validated on and held out; the
+        calibration.
     """
-    logger.info("Training %s.", model_label(settings.model))
-    result = train_network(roi_crops, patient_splits, settings.config, settings.seed)
+    if len(fold_results) != settings.n_folds:
+        raise ValueError(f"{len(fold_results)} fold networks for n_folds={settings.n_folds}")
+    result, outputs = build_ensemble_result(fold_results, roi_crops, patient_splits)
+    histories = pd.concat(
+        [fold.history.assign(fold=k) for k, fold in enumerate(fold_results)], ignore_index=True
+    )
+    history = histories.groupby("epoch", as_index=False).agg(
+        train_loss=("train_loss", "mean"),
+        val_loss=("val_loss", "mean"),
+        val_auc=("val_auc", "mean"),
+        lr=("lr", "mean"),
+        seconds=("seconds", "sum"),
+    )
     summary = {
         "model": settings.model,
-        "best_epoch": int(result.best_epoch),
-        "best_val_auc": float(result.best_val_auc),
-        "epochs_run": len(result.history),
-        "seed": int(result.seed),
-        "validation_fold": int(settings.config["training"]["validation_fold"]),
-        "n_fit_patients": len(result.fit_patient_ids),
-        "n_validation_patients": len(result.validation_patient_ids),
-        "fit_patient_ids": list(result.fit_patient_ids),
-        "validation_patient_ids": list(result.validation_patient_ids),
+        "n_folds": settings.n_folds,
+        "epoch_choice": settings.epoch_choice,
+        "seed": int(settings.seed),
+        "best_epoch": int(max(fold.best_epoch for fold in fold_results)),
+        "best_val_auc": float(np.nanmean([fold.best_val_auc for fold in fold_results]))
+        if any(np.isfinite(fold.best_val_auc) for fold in fold_results)
+        else float("nan"),
+        "epochs_run": int(history["epoch"].max()) if len(history) else 0,
+        "outputs": list(outputs.names),
+        "calibration": result.calibration.to_dict(),
+        "n_out_of_fold_patients": int(outputs.out_of_fold.sum()),
+        "folds": [
+            {
+                "fold": k,
+                "seed": int(fold.seed),
+                "epoch_kept": int(fold.best_epoch),
+                "validation_auc": float(fold.best_val_auc),
+                "n_fit_patients": len(fold.fit_patient_ids),
+                "n_validation_patients": len(fold.validation_patient_ids),
+                "n_held_out_patients": len(fold.held_out_patient_ids),
+                "fit_patient_ids": list(fold.fit_patient_ids),
+                "validation_patient_ids": list(fold.validation_patient_ids),
+                "held_out_patient_ids": list(fold.held_out_patient_ids),
+            }
+            for k, fold in enumerate(fold_results)
+        ],
     }
-    return result, result.history, summary
+    logger.info(
+        "%s: %d fold network(s); calibration of the out-of-fold fused logit: intercept %.2f, "
+        "slope %.2f.",
+        model_label(settings.model), settings.n_folds, result.calibration.intercept,
+        result.calibration.slope,
+    )
+    return result, history, summary
 
 
 def collect_training_metrics(
@@ -169,7 +320,10 @@ def collect_training_metrics(
 
     Per epoch (step = epoch): ``train.<model>.loss``, ``train.<model>.learning_rate``,
     ``val.<model>.loss`` and ``val.<model>.auc`` (the internal validation fold of the training
-    centres). Once: ``val.<model>.best_auc`` and ``val.<model>.best_epoch`` (the epoch kept).
+    centres; mean over the fold networks, none with a fixed schedule). Once:
+    ``val.<model>.best_auc`` and ``val.<model>.best_epoch`` (the latest epoch kept), and the
+    calibration map fitted on the out-of-fold logits
+    (``train_cv.<model>.calibration_map_intercept`` / ``_slope``).
     """
     model = settings.model
     columns = {
@@ -194,6 +348,12 @@ def collect_training_metrics(
             {"value": float(training_summary["best_val_auc"]), "step": 0}
         ]
     metrics[f"val.{model}.best_epoch"] = [{"value": int(training_summary["best_epoch"]), "step": 0}]
+    calibration = training_summary.get("calibration") or {}
+    for key in ("intercept", "slope"):
+        if key in calibration and training_summary.get("n_out_of_fold_patients"):
+            metrics[f"train_cv.{model}.calibration_map_{key}"] = [
+                {"value": float(calibration[key]), "step": 0}
+            ]
     return metrics
 
 
@@ -244,7 +404,17 @@ def log_network_to_mlflow(network: nn.Module, settings: NetworkSettings) -> dict
         metadata={
             "views": list(getattr(network, "view_names", ())),
             "input": "float32 (batch, views, size, size): uint8 ROI crops / 255",
-            "output": "CLNM logit per patient (sigmoid gives the probability)",
+            "output": (
+                "CLNM logit per patient: the mean fused logit of the fold networks; the risk is "
+                "expit(intercept + slope * logit) with the calibration below"
+                if isinstance(network, FoldEnsemble)
+                else "CLNM logit per patient (sigmoid gives the probability)"
+            ),
+            **(
+                {"calibration": network.calibration.to_dict(), "n_folds": network.n_folds}
+                if isinstance(network, FoldEnsemble)
+                else {}
+            ),
         },
     )
     logger.info("%s logged to MLflow as %s.", model_label(settings.model), info.model_uri)

@@ -1,7 +1,10 @@
 """Nodes of the ``feature_extraction`` pipeline: batched, gradient-free inference.
 
-Every patient of ``patient_splits`` (training and external) goes through each trained
-network: its penultimate-layer features (the DL features) and its CLNM probability.
+Every patient of ``patient_splits`` (training and external) goes through each network model's
+fold ensemble. The DL features are the logits of the fused classifier and of each view's
+classifier: for a training patient from the fold network that never saw it (out-of-fold), for
+every other patient the mean over the fold networks. The probability is the calibrated risk of
+the fused logit (the calibration stored with the ensemble).
 """
 
 from __future__ import annotations
@@ -21,12 +24,22 @@ from clnm_kedro.networks import (
     predictions_table,
     select_device,
 )
+from clnm_kedro.networks.cross_fitting import (
+    ENSEMBLE,
+    FoldEnsemble,
+    cross_fitted_logits,
+    fold_assignment,
+)
 from clnm_kedro.networks.data import validate_crops
 
 logger = logging.getLogger(__name__)
 
 _SETTINGS_KEYS: frozenset[str] = frozenset({"batch_size", "device"})
 PROBABILITY_COLUMNS: tuple[str, ...] = ("patient_id", "probability")
+# Extra columns of a fold ensemble's probability table: who scored the patient (fold_<k> or
+# ensemble) and the ensemble's probability (the apparent one for a training patient).
+SOURCE_COLUMN = "source"
+ENSEMBLE_COLUMN = "ensemble_probability"
 
 
 def _checked(
@@ -72,17 +85,45 @@ def score_with_network(
     roi_crops: np.ndarray,
     patient_splits: pd.DataFrame,
     feature_extraction: dict[str, Any],
+    out_of_fold: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """DL features (``patient_id, dl_000, ...``) and CLNM probability (``patient_id,
-    probability``) of every patient from one network, in one pass through it.
+    probability``) of every patient from one network model, in one pass per fold network.
+
+    With a fold ensemble (:class:`~clnm_kedro.networks.cross_fitting.FoldEnsemble`): the
+    features are the fused and per-view logits, out-of-fold for the patients a fold network
+    held out when ``out_of_fold`` (the training run), the ensemble's mean otherwise (new
+    patients: ``inference`` passes ``False`` so a reused patient ID never picks one fold
+    network); the probability is the calibrated risk of the fused logit, and the table also
+    has ``source`` and ``ensemble_probability``. A single network (an older checkpoint):
+    penultimate-layer features and its probability.
 
     One row per patient in each table, in the order of ``patient_splits``.
     """
     network, batch_size = _checked(network, roi_crops, patient_splits, feature_extraction)
-    features, probabilities = features_and_probabilities(network, roi_crops, batch_size)
-    table = features_table(features, patient_splits["patient_id"])
-    logger.info("%d DL features extracted for each of %d patients.", features.shape[1], len(table))
-    return table, _probability_table(patient_splits, probabilities)
+    ids = patient_splits["patient_id"].astype(str)
+    if not isinstance(network, FoldEnsemble):
+        features, probabilities = features_and_probabilities(network, roi_crops, batch_size)
+        table = features_table(features, ids)
+        logger.info(
+            "%d DL features extracted for each of %d patients.", features.shape[1], len(table)
+        )
+        return table, _probability_table(patient_splits, probabilities)
+    assignment = fold_assignment(network, patient_splits) if out_of_fold else None
+    outputs = cross_fitted_logits(network, roi_crops, assignment, batch_size)
+    table = features_table(outputs.logits, ids)
+    oof = outputs.out_of_fold
+    ensemble_logits = outputs.ensemble
+    probabilities = _probability_table(patient_splits, network.risk(outputs.logits[:, 0]))
+    probabilities[SOURCE_COLUMN] = outputs.source.astype(str)
+    probabilities[ENSEMBLE_COLUMN] = network.risk(ensemble_logits[:, 0])
+    logger.info(
+        "DL outputs (%s logits) of %d patients: %d out-of-fold, %d from the ensemble of %d "
+        "fold networks.",
+        ", ".join(outputs.names), len(table), int(oof.sum()), int((~oof).sum()),
+        network.n_folds,
+    )
+    return table, probabilities
 
 
 def predict_network_probabilities(
@@ -91,9 +132,48 @@ def predict_network_probabilities(
     patient_splits: pd.DataFrame,
     feature_extraction: dict[str, Any],
 ) -> pd.DataFrame:
-    """CLNM probability of every patient from one network: ``patient_id, probability``."""
+    """CLNM probability of every patient from one network model: ``patient_id, probability``
+    (a fold ensemble: its calibrated risk, the ensemble's for every patient)."""
+    if isinstance(network, FoldEnsemble):
+        _features, probabilities = score_with_network(
+            network, roi_crops, patient_splits, feature_extraction, out_of_fold=False
+        )
+        return probabilities.loc[:, list(PROBABILITY_COLUMNS)]
     network, batch_size = _checked(network, roi_crops, patient_splits, feature_extraction)
     return _probability_table(patient_splits, predict_probabilities(network, roi_crops, batch_size))
+
+
+def score_new_patients(
+    network: nn.Module,
+    roi_crops: np.ndarray,
+    patient_splits: pd.DataFrame,
+    feature_extraction: dict[str, Any],
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`score_with_network` for patients outside the training run: the fold ensemble
+    for everyone, whatever their ID."""
+    features, probabilities = score_with_network(
+        network, roi_crops, patient_splits, feature_extraction, out_of_fold=False
+    )
+    return features, probabilities.loc[:, list(PROBABILITY_COLUMNS)]
+
+
+def network_prediction_rows(
+    table: pd.DataFrame, patient_splits: pd.DataFrame, model: str
+) -> pd.DataFrame:
+    """One network model's rows of the predictions table.
+
+    A fold ensemble's table (with ``source``): ``train`` rows are the ensemble's (apparent:
+    most fold networks saw the patient), ``train_cv`` the out-of-fold ones, ``external`` the
+    ensemble's. A single network's: ``train`` and ``external`` rows of its probability.
+    """
+    if SOURCE_COLUMN not in table.columns:
+        return predictions_table(table["probability"].to_numpy(), patient_splits, model)
+    train = patient_splits["split"].eq("train").to_numpy()
+    oof = table[SOURCE_COLUMN].ne(ENSEMBLE).to_numpy() & train
+    rows = predictions_table(table[ENSEMBLE_COLUMN].to_numpy(), patient_splits, model)
+    cross_fitted = predictions_table(table["probability"].to_numpy(), patient_splits, model)
+    cross_fitted = cross_fitted.loc[oof].assign(split="train_cv")
+    return pd.concat([rows, cross_fitted], ignore_index=True)
 
 
 def gather_network_predictions(
@@ -112,8 +192,9 @@ def gather_network_predictions(
     Returns
     -------
     pandas.DataFrame
-        ``patient_id, center, split, model, clnm, probability``: one row per patient and
-        network, networks in the order given.
+        ``patient_id, center, split, model, clnm, probability``: per network (in the order
+        given) ``train`` (apparent) and ``external`` rows for every patient and, for a fold
+        ensemble, ``train_cv`` (out-of-fold) rows (:func:`network_prediction_rows`).
     """
     expected = patient_splits["patient_id"].astype(str).to_numpy()
     tables = []
@@ -123,5 +204,5 @@ def gather_network_predictions(
             raise ValueError(
                 f"The {model} probabilities are not in the patient order of patient_splits"
             )
-        tables.append(predictions_table(table["probability"].to_numpy(), patient_splits, model))
+        tables.append(network_prediction_rows(table, patient_splits, model))
     return pd.concat(tables, ignore_index=True)

@@ -1,9 +1,11 @@
 """Wiring of the ``feature_extraction`` pipeline: one template, instantiated per network.
 
 In the namespace of each network (``dl_dual``, ``dl_longitudinal``, ``dl_transverse``) the
-template reads ``<model>_network`` and writes ``<model>_features`` (04_feature) and
-``<model>_probabilities`` (in memory); one node gathers the probabilities into
-``dl_predictions`` (07_model_output).
+template reads ``<model>_network`` (the fold ensemble) and writes ``<model>_features``
+(04_feature: the out-of-fold logits of the fused and per-view classifiers for training
+patients, the ensemble's for the others) and ``<model>_probabilities`` (in memory, calibrated);
+one node gathers the probabilities into ``dl_predictions`` (07_model_output: ``train``,
+``train_cv`` and ``external`` rows).
 """
 
 from __future__ import annotations
@@ -16,13 +18,16 @@ from clnm_kedro.pipelines.dl_training.pipeline import NETWORK_MODELS
 from clnm_kedro.pipelines.feature_extraction.nodes import (
     gather_network_predictions,
     predict_network_probabilities,
+    score_new_patients,
     score_with_network,
 )
 
 
-def network_inference_template(with_features: bool = True) -> Pipeline:
-    """DL features and probabilities of every patient from one trained network, in one pass
-    (``with_features=False``: the probabilities only)."""
+def network_inference_template(with_features: bool = True, out_of_fold: bool = True) -> Pipeline:
+    """DL features and probabilities of every patient from one network model's fold ensemble
+    (``with_features=False``: the probabilities only). ``out_of_fold``: training patients are
+    scored by the fold network that did not see them (the training run); otherwise everyone by
+    the ensemble (new patients, ``inference``)."""
     inputs = ["network", "roi_crops", "patient_splits", "params:feature_extraction"]
     if not with_features:
         return Pipeline(
@@ -39,7 +44,7 @@ def network_inference_template(with_features: bool = True) -> Pipeline:
     return Pipeline(
         [
             Node(
-                score_with_network,
+                score_with_network if out_of_fold else score_new_patients,
                 inputs=inputs,
                 outputs=["features", "probabilities"],
                 name="score_with_network",

@@ -191,8 +191,9 @@ def _preprocessing_pipeline() -> Pipeline:
 
 def _network_pipeline(model: str) -> Pipeline:
     """One network's inference nodes (features only from the dual network, which feeds the
-    heads); the same template as ``feature_extraction``."""
-    template = network_inference_template(with_features=model == "dl_dual")
+    heads); the same template as ``feature_extraction``, every patient scored by the fold
+    ensemble and its stored calibration."""
+    template = network_inference_template(with_features=model == "dl_dual", out_of_fold=False)
     outputs = {"probabilities": f"{model}_inference_probabilities"}
     if model == "dl_dual":
         outputs["features"] = "inference_dl_dual_features"
