@@ -468,12 +468,17 @@ def train_network(
                 break
 
     table = pd.DataFrame(history, columns=list(HISTORY_COLUMNS))
-    if not validating:
+    if validating:
+        logger.info(
+            "%s network: epoch %d kept (internal-validation AUC %.3f; %.0f s in all)",
+            kind, best_epoch, best_auc, table["seconds"].sum(),
+        )
+    else:  # a fixed schedule: nothing to report beyond the step's own duration line
         best_auc = math.nan
-    logger.info(
-        "%s network: epoch %d kept (internal-validation AUC %.3f; %.0f s in all)",
-        kind, best_epoch, best_auc, table["seconds"].sum(),
-    )
+        logger.debug(
+            "%s network: last epoch %d kept (fixed schedule; %.0f s in all)",
+            kind, best_epoch, table["seconds"].sum(),
+        )
     patient_ids = splits["patient_id"].astype(str).to_numpy()
     return TrainingResult(
         state_dict=best_state,

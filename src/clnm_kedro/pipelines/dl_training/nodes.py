@@ -217,7 +217,7 @@ def train_fold_network(
             patient_splits, int(settings.config["training"]["validation_fold"])
         )
         rows = (fit, validation, rows[2])
-    logger.info(
+    logger.debug(  # train_network says what it trains; the step line says which fold
         "Training %s, fold network %d of %d.", model_label(settings.model), fold + 1,
         settings.n_folds,
     )
