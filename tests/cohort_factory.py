@@ -1,4 +1,4 @@
-"""Write small, valid cohort folders (input contract, DESIGN.md) for the tests.
+"""Write small, valid cohort folders (input contract, docs/input_contract.md) for the tests.
 
 Fast and independent of the project's simulator: each frame is a plain 8-bit greyscale PNG
 (noisy background, a dark nodule filling its box), and the boxes are known exactly.

@@ -1,7 +1,8 @@
 """Tiny synthetic cohorts written by the project's simulator, for any test that needs one.
 
-``write_tiny_cohort(path)`` writes a valid cohort folder (input contract, DESIGN.md) with small
-frames in well under a second per 10 patients, and its oracle beside it
+``write_tiny_cohort(path)`` writes a valid cohort folder (input contract,
+docs/input_contract.md) with small frames in well under a second per 10 patients, and its
+oracle beside it
 (``<path>_oracle.csv``), exactly as ``kedro run --pipelines simulate --env test`` would.
 """
 

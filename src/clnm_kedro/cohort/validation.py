@@ -1,4 +1,4 @@
-"""Check a cohort folder against the input contract (DESIGN.md).
+"""Check a cohort folder against the input contract (docs/input_contract.md).
 
 Two outcomes, never a silent drop:
 

@@ -1,4 +1,4 @@
-"""A cohort folder in the input contract (DESIGN.md), as one read-only Kedro dataset.
+"""A cohort folder in the input contract (docs/input_contract.md), as one read-only Kedro dataset.
 
 Loading returns a :class:`RawCohort`: the two tables read as text (so that validation can say
 exactly which patient has a bad value) and a way to find each patient's image files. Images are
@@ -138,7 +138,8 @@ class CohortDataset(AbstractDataset[WritableCohort, RawCohort]):
             if not path.is_file():
                 raise DatasetError(
                     f"The cohort folder '{root}' has no {name}; the input contract "
-                    "(DESIGN.md) needs clinical.csv, rois.csv and images/<patient_id>/."
+                    "(docs/input_contract.md) needs clinical.csv, rois.csv and "
+                    "images/<patient_id>/."
                 )
             tables[name] = read_table(path)
         return RawCohort(root=root, clinical=tables["clinical.csv"], rois=tables["rois.csv"])

@@ -233,7 +233,7 @@ def log_head_to_mlflow(
 
 
 def prediction_rows(table: pd.DataFrame, model: str, probabilities: np.ndarray) -> pd.DataFrame:
-    """Rows of the predictions table (DESIGN.md output contract) for the rows of ``table``.
+    """Rows of the predictions table (docs/output_contract.md) for the rows of ``table``.
 
     ``center``, ``split`` and ``clnm`` are copied from ``table`` (left empty for new
     patients whose table lacks them).

@@ -1,7 +1,7 @@
 """The predictions table: gathering the models' tables, validating them, pairing models.
 
 Every model pipeline writes rows ``patient_id, center, split, model, clnm, probability``
-(DESIGN.md output contract); ``split`` is ``train`` (model fitted on all training data, scored
+(docs/output_contract.md); ``split`` is ``train`` (model fitted on all training data, scored
 on it: the apparent, resubstitution performance), ``train_cv`` (out-of-fold) or ``external``.
 This module joins them into one table and refuses tables that would make the evaluation
 wrong (a clear message names the model and the

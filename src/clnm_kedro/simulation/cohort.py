@@ -1,7 +1,7 @@
 """The synthetic cohort: sampled patients that render and write themselves as a cohort folder.
 
 ``simulate_cohort(params, seed)`` samples every patient (tables only, fast). Rendering happens in
-:meth:`SyntheticCohort.write`, which writes the input contract (DESIGN.md)::
+:meth:`SyntheticCohort.write`, which writes the input contract (docs/input_contract.md)::
 
     <cohort_dir>/clinical.csv, rois.csv, images/<patient_id>/{longitudinal,transverse}.png,
     <cohort_dir>/simulation.json   (simulator version and the exact parameters; no oracle)

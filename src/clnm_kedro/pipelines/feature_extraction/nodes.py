@@ -179,7 +179,7 @@ def network_prediction_rows(
 def gather_network_predictions(
     patient_splits: pd.DataFrame, **probabilities: pd.DataFrame
 ) -> pd.DataFrame:
-    """The networks' rows of the predictions table (DESIGN.md output contract).
+    """The networks' rows of the predictions table (docs/output_contract.md).
 
     Parameters
     ----------
