@@ -348,10 +348,18 @@ def test_feature_extraction_rejects_misaligned_inputs(
 
 
 def test_fold_networks_train_side_by_side_with_the_parallel_runner(
-    baseline: Path, cohort: tuple[np.ndarray, pd.DataFrame], tmp_path: Path
+    baseline: Path,
+    cohort: tuple[np.ndarray, pd.DataFrame],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """``kedro run --runner ParallelRunner``: the fold networks are independent nodes; the
-    ensemble is the one the sequential run made (CPU training repeats exactly)."""
+    ensemble is the one the sequential run made (CPU training repeats exactly).
+
+    Workers are spawned, not forked: this process has already trained networks, and a child
+    forked from a process whose OpenMP thread pool is running deadlocks in its first parallel
+    region (the README gives users the same setting)."""
+    monkeypatch.setenv("KEDRO_MP_CONTEXT", "spawn")
     project = new_project(tmp_path / "parallel", *cohort)
     # kedro-mlflow's artifact datasets cannot be pickled into worker processes: in this copy
     # they write their files without logging them to MLflow.
