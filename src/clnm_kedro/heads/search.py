@@ -83,6 +83,7 @@ from clnm_kedro.heads.preprocess import (
 )
 from clnm_kedro.metrics.calibration import calibration_intercept_slope
 from clnm_kedro.metrics.recalibration import LogitCalibration
+from clnm_kedro.reporting.not_drawn import not_drawn
 
 logger = logging.getLogger(__name__)
 
@@ -1204,7 +1205,7 @@ def optuna_figures(study: optuna.Study) -> dict[str, Figure | None]:
             axes.set_ylabel("Mean cross-validated AUC")  # the objective; pruned trials not shown
             figures["optimization_history"] = axes.figure
         except Exception as error:  # a figure never sinks a run
-            figures["optimization_history"] = _not_drawn(
+            figures["optimization_history"] = not_drawn(
                 f"Optimisation history: {study.study_name}", error
             )
         varying = {
@@ -1224,28 +1225,7 @@ def optuna_figures(study: optuna.Study) -> dict[str, Figure | None]:
                 axes.figure.set_layout_engine("tight")  # room for long hyperparameter names
                 figures["param_importances"] = axes.figure
             except Exception as error:  # e.g. tied trials: "zero total variance in all trees"
-                figures["param_importances"] = _not_drawn(
+                figures["param_importances"] = not_drawn(
                     f"Hyperparameter importance: {study.study_name}", error
                 )
     return figures
-
-
-def _not_drawn(title: str, error: Exception) -> Figure:
-    """A figure saying that ``title`` could not be drawn, and why (logged as a warning)."""
-    logger.warning(
-        "The figure %r could not be drawn (%s: %s); skipped.", title, type(error).__name__, error
-    )
-    figure = Figure(figsize=(6.4, 2.4))
-    axes = figure.subplots()
-    axes.set_axis_off()
-    axes.set_title(title)
-    axes.text(
-        0.5,
-        0.5,
-        f"Not drawn: {type(error).__name__}: {error}",
-        ha="center",
-        va="center",
-        wrap=True,
-        parse_math=False,
-    )
-    return figure

@@ -23,6 +23,7 @@ from clnm_kedro.reporting import figures, model_metrics, predictions, report, ta
 from clnm_kedro.reporting.clinical_utility import net_benefit_by_model
 from clnm_kedro.reporting.gradcam import choose_gradcam_patients, gradcam_heatmaps
 from clnm_kedro.reporting.model_metrics import EvaluationSettings
+from clnm_kedro.reporting.not_drawn import figure_never_fails
 from clnm_kedro.reporting.odds_ratios import odds_ratio_table
 from clnm_kedro.reporting.predictions import model_label, split_label
 from clnm_kedro.reporting.sample_size import assess_sample_size
@@ -210,6 +211,7 @@ def collect_mlflow_metrics(
     return model_metrics.mlflow_metrics(metrics, delong_tests, oracle_comparison)
 
 
+@figure_never_fails('ROC curves', report.embed_figure)
 def plot_roc(
     predictions_table: pd.DataFrame, evaluation: dict[str, Any]
 ) -> tuple[Figure, ReportFigure]:
@@ -223,6 +225,7 @@ def plot_roc(
     )
 
 
+@figure_never_fails('Calibration curves', report.embed_figure)
 def plot_calibration(
     predictions_table: pd.DataFrame, evaluation: dict[str, Any]
 ) -> tuple[Figure, ReportFigure]:
@@ -240,6 +243,7 @@ def plot_calibration(
     )
 
 
+@figure_never_fails('Net benefit against treat-all', report.embed_figure)
 def plot_net_benefit_difference(
     net_benefit: pd.DataFrame, evaluation: dict[str, Any]
 ) -> tuple[Figure, ReportFigure]:
@@ -254,6 +258,7 @@ def plot_net_benefit_difference(
     )
 
 
+@figure_never_fails('Decision curves', report.embed_figure)
 def plot_decision_curves(
     predictions_table: pd.DataFrame, evaluation: dict[str, Any]
 ) -> tuple[Figure, ReportFigure]:
@@ -267,6 +272,7 @@ def plot_decision_curves(
     )
 
 
+@figure_never_fails('Training curves', report.embed_figure)
 def plot_training_curves(**histories: pd.DataFrame) -> tuple[Figure, ReportFigure]:
     """Loss and internal-validation AUC per epoch of every network (keyword = model id)."""
     figure = figures.plot_training_overview(histories)
@@ -288,6 +294,7 @@ def _as_network(network: Any, model: str) -> nn.Module:
 def gradcam_node(model: str) -> Callable[..., tuple[Figure, ReportFigure]]:
     """The Grad-CAM node of one network (``model`` is its id, e.g. ``dl_dual``)."""
 
+    @figure_never_fails(f"Grad-CAM: {model_label(model)}", report.embed_figure)
     def plot_gradcam(
         network: nn.Module,
         roi_crops: np.ndarray,
