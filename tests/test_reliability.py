@@ -182,10 +182,23 @@ def test_two_runs_with_one_seed_give_identical_bytes(first: Run, second: Run) ->
 # --- leak-free ----------------------------------------------------------------------------
 
 
-def _network(path: Path) -> dict[str, Any]:
+def _network(path: Path) -> tuple[list[dict[str, Any]], str]:
+    """A network checkpoint as (each fold network's weights and records, everything else as
+    JSON); the seconds per epoch left out. A single-network checkpoint is one fold."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    history = {k: v for k, v in checkpoint["history"].items() if k != "seconds"}
-    return {**checkpoint, "history": history}
+    folds = [
+        {**fold, "history": {k: v for k, v in fold["history"].items() if k != "seconds"}}
+        for fold in checkpoint.get("folds", [checkpoint])
+    ]
+    rest = {k: v for k, v in checkpoint.items() if k not in ("folds", "state_dict", "history")}
+    return folds, json.dumps(rest, sort_keys=True, default=str)
+
+
+def _records(fold: dict[str, Any]) -> str:
+    """A fold network's records but its weights, as JSON (NaN compares equal to NaN)."""
+    return json.dumps(
+        {k: v for k, v in fold.items() if k != "state_dict"}, sort_keys=True, default=str
+    )
 
 
 def _studies(run: Run) -> dict[str, list[tuple[Any, ...]]]:
@@ -221,13 +234,15 @@ def test_external_centre_changes_no_fitted_artifact(first: Run, tampered: Tamper
     assert {p.suffix for p in models} >= {".pkl", ".pt", ".json", ".db"}
     for path in models:
         other = tampered.data / "06_models" / path.name
-        if path.suffix == ".pt":  # weights, recipe, best epoch; not the seconds per epoch
-            a, b = _network(path), _network(other)
-            assert a.keys() == b.keys()
-            assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
-            assert {k: v for k, v in a.items() if k != "state_dict"} == {
-                k: v for k, v in b.items() if k != "state_dict"
-            }, path.name
+        if path.suffix == ".pt":  # each fold's weights, recipe, epoch kept, calibration
+            (folds_a, rest_a), (folds_b, rest_b) = _network(path), _network(other)
+            assert rest_a == rest_b, path.name
+            for a, b in zip(folds_a, folds_b, strict=True):
+                assert a["state_dict"].keys() == b["state_dict"].keys()
+                assert all(
+                    torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"]
+                )
+                assert _records(a) == _records(b), path.name
         elif path.name.endswith("_mlflow_model.json"):  # an MLflow run id: differs by design
             assert json.loads(path.read_text())["logged"] == json.loads(other.read_text())["logged"]
         elif path.suffix == ".db":
