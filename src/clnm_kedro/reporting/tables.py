@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from clnm_kedro.reporting.model_metrics import DELONG_COLUMNS
 from clnm_kedro.reporting.predictions import MODEL_ORDER, model_label, split_label
 
 __all__ = [
@@ -264,21 +265,6 @@ def thresholds_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["Model", "Model id", "Cut-off", "Chosen on"])
 
 
-_DELONG_KNOWN = (
-    "split",
-    "model_a",
-    "model_b",
-    "auc_a",
-    "auc_b",
-    "difference",
-    "difference_lower",
-    "difference_upper",
-    "z",
-    "p",
-    "n",
-)
-
-
 def _extra_cell(value: Any) -> str:
     number = _value(value)
     if isinstance(value, bool | str) or not math.isfinite(number):
@@ -294,7 +280,7 @@ def delong_table(delong_tests: pd.DataFrame, level: float = 0.95) -> pd.DataFram
     Any further column of the tests table (e.g. a power analysis) is shown after these, under
     its own name.
     """
-    extra = [c for c in delong_tests.columns if c not in _DELONG_KNOWN]
+    extra = [c for c in delong_tests.columns if c not in DELONG_COLUMNS]
     rows = []
     for record in delong_tests.to_dict("records"):
         row = {
