@@ -39,6 +39,7 @@ from clnm_kedro.heads import (
 from clnm_kedro.heads.search import cv_standard_error, nested_out_of_fold
 from clnm_kedro.metrics.calibration import calibration_intercept_slope
 from clnm_kedro.metrics.recalibration import LogitCalibration
+from float_compare import assert_same_numbers
 
 matplotlib.use("Agg")
 
@@ -383,7 +384,7 @@ def test_best_family_is_refitted_and_compared() -> None:
     reference = build_head_pipeline(
         feature_columns(X), result.family, result.params, EstimatorOptions(seed=0)
     ).fit(X, y)
-    np.testing.assert_array_equal(result.pipeline.score(X), reference.predict_proba(X)[:, 1])
+    assert_same_numbers(result.pipeline.score(X), reference.predict_proba(X)[:, 1])
     # ... followed by its calibration, fitted on its out-of-fold predictions.
     assert result.pipeline.calibration == LogitCalibration.fit(y, result.out_of_fold)
     np.testing.assert_allclose(
