@@ -8,7 +8,7 @@ be estimated is shown as an em dash.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -108,6 +108,19 @@ def _training_split(entry: Mapping[str, Any], split: str) -> str | None:
     return None
 
 
+def _shown_splits(
+    metrics: Mapping[str, Any], splits: Sequence[str]
+) -> Iterator[tuple[str, str, Mapping[str, Any]]]:
+    """``(model, split, values)`` of every model and wanted split the tables show, in order
+    (out-of-fold training rows where a model has them, else its apparent ones)."""
+    for model in _models(metrics):
+        entry = metrics["models"][model]
+        for wanted in splits:
+            split = _training_split(entry, wanted)
+            if split is not None:
+                yield model, split, entry["splits"][split]
+
+
 def format_ci(value: Any, lower: Any, upper: Any, digits: int = 3) -> str:
     """``0.742 (0.690–0.790)``; the point alone without bounds, an em dash without it."""
     return format_auc(value, lower, upper, digits)
@@ -141,43 +154,37 @@ def study_table(
     """
     auc_column = f"AUC ({_percent(metrics.get('confidence_level'))} CI)"
     rows: list[dict[str, str]] = []
-    for model in _models(metrics):
-        entry = metrics["models"][model]
-        for wanted in splits:
-            split = _training_split(entry, wanted)
-            if split is None:
-                continue
-            values = entry["splits"][split]
-            comparisons = MISSING
-            if split != "train" and not delong_tests.empty:
-                tests = delong_tests[
-                    (delong_tests["split"] == split) & (delong_tests["model_a"] == model)
-                ]
-                comparisons = (
-                    "; ".join(
-                        f"vs {model_label(other)}: {format_p(p)}"
-                        for other, p in zip(tests["model_b"], tests["p"], strict=True)
-                    )
-                    or MISSING
+    for model, split, values in _shown_splits(metrics, splits):
+        comparisons = MISSING
+        if split != "train" and not delong_tests.empty:
+            tests = delong_tests[
+                (delong_tests["split"] == split) & (delong_tests["model_a"] == model)
+            ]
+            comparisons = (
+                "; ".join(
+                    f"vs {model_label(other)}: {format_p(p)}"
+                    for other, p in zip(tests["model_b"], tests["p"], strict=True)
                 )
-            row = {
-                "Model": model_label(model),
-                "Data set": split_label(split),
-                "Patients (CLNM)": _count(values.get("n"), values.get("events")),
-                auc_column: format_auc(
-                    values.get("auc"), values.get("auc_lower"), values.get("auc_upper")
-                ),
-            }
-            for name in ("sensitivity", "specificity", "accuracy", "ppv", "npv"):
-                label = name.upper() if name in ("ppv", "npv") else name.capitalize()
-                row[label] = format_ci(
-                    values.get(name),
-                    values.get(f"{name}_boot_lower"),
-                    values.get(f"{name}_boot_upper"),
-                )
-            row["Cut-off"] = format_number(values.get("threshold"))
-            row["DeLong p"] = comparisons
-            rows.append(row)
+                or MISSING
+            )
+        row = {
+            "Model": model_label(model),
+            "Data set": split_label(split),
+            "Patients (CLNM)": _count(values.get("n"), values.get("events")),
+            auc_column: format_auc(
+                values.get("auc"), values.get("auc_lower"), values.get("auc_upper")
+            ),
+        }
+        for name in ("sensitivity", "specificity", "accuracy", "ppv", "npv"):
+            label = name.upper() if name in ("ppv", "npv") else name.capitalize()
+            row[label] = format_ci(
+                values.get(name),
+                values.get(f"{name}_boot_lower"),
+                values.get(f"{name}_boot_upper"),
+            )
+        row["Cut-off"] = format_number(values.get("threshold"))
+        row["DeLong p"] = comparisons
+        rows.append(row)
     columns = [
         "Model",
         "Data set",
@@ -203,48 +210,42 @@ def calibration_table(
     sample size); its degrees of freedom are G - 2 on training data and G on the external set.
     """
     rows: list[dict[str, str]] = []
-    for model in _models(metrics):
-        entry = metrics["models"][model]
-        for wanted in splits:
-            split = _training_split(entry, wanted)
-            if split is None:
-                continue
-            v = entry["splits"][split]
-            dof = _value(v.get("hosmer_lemeshow_dof"))
-            rows.append(
-                {
-                    "Model": model_label(model),
-                    "Data set": split_label(split),
-                    "Patients (CLNM)": _count(v.get("n"), v.get("events")),
-                    "Brier": format_ci(v.get("brier"), v.get("brier_lower"), v.get("brier_upper")),
-                    "Scaled Brier": format_ci(
-                        v.get("scaled_brier"),
-                        v.get("scaled_brier_lower"),
-                        v.get("scaled_brier_upper"),
-                    ),
-                    "Calibration-in-the-large (ideal 0)": format_ci(
-                        v.get("calibration_intercept"),
-                        v.get("calibration_intercept_lower"),
-                        v.get("calibration_intercept_upper"),
-                    ),
-                    "Slope (ideal 1)": format_ci(
-                        v.get("calibration_slope"),
-                        v.get("calibration_slope_lower"),
-                        v.get("calibration_slope_upper"),
-                    ),
-                    "O/E (ideal 1)": format_ci(
-                        v.get("observed_expected"),
-                        v.get("observed_expected_lower"),
-                        v.get("observed_expected_upper"),
-                    ),
-                    "Hosmer-Lemeshow (secondary)": (
-                        f"χ² {format_number(v.get('hosmer_lemeshow_statistic'), 2)}, "
-                        f"{int(dof)} df, p {format_p(v.get('hosmer_lemeshow_p'))}"
-                        if math.isfinite(dof)
-                        else MISSING
-                    ),
-                }
-            )
+    for model, split, v in _shown_splits(metrics, splits):
+        dof = _value(v.get("hosmer_lemeshow_dof"))
+        rows.append(
+            {
+                "Model": model_label(model),
+                "Data set": split_label(split),
+                "Patients (CLNM)": _count(v.get("n"), v.get("events")),
+                "Brier": format_ci(v.get("brier"), v.get("brier_lower"), v.get("brier_upper")),
+                "Scaled Brier": format_ci(
+                    v.get("scaled_brier"),
+                    v.get("scaled_brier_lower"),
+                    v.get("scaled_brier_upper"),
+                ),
+                "Calibration-in-the-large (ideal 0)": format_ci(
+                    v.get("calibration_intercept"),
+                    v.get("calibration_intercept_lower"),
+                    v.get("calibration_intercept_upper"),
+                ),
+                "Slope (ideal 1)": format_ci(
+                    v.get("calibration_slope"),
+                    v.get("calibration_slope_lower"),
+                    v.get("calibration_slope_upper"),
+                ),
+                "O/E (ideal 1)": format_ci(
+                    v.get("observed_expected"),
+                    v.get("observed_expected_lower"),
+                    v.get("observed_expected_upper"),
+                ),
+                "Hosmer-Lemeshow (secondary)": (
+                    f"χ² {format_number(v.get('hosmer_lemeshow_statistic'), 2)}, "
+                    f"{int(dof)} df, p {format_p(v.get('hosmer_lemeshow_p'))}"
+                    if math.isfinite(dof)
+                    else MISSING
+                ),
+            }
+        )
     return pd.DataFrame(rows)
 
 
