@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -89,11 +90,51 @@ def build_site(project: Path, timeout_s: float = 600.0, include_previews: bool =
     return site
 
 
+# kedro-viz lays the graph out in a web worker. Headless Chromium's virtual clock does not wait
+# for workers: once the page's own tasks are done it runs the clock out and dumps the page, so on
+# a slow or busy machine the dump shows the loading spinner instead of the graph. Virtual time
+# stands still while a request is pending, so the served ``index.html`` carries a script that
+# keeps one slow request to this server open at a time until the graph is drawn (or for at most
+# ``_LAYOUT_WAIT_S`` real seconds). It changes nothing on the page.
+_WAIT_PATH = "/__clnm_wait_for_layout"
+_WAIT_STEP_S = 0.25
+_LAYOUT_WAIT_S = 120.0
+_WAIT_SCRIPT = f"""<script>
+(function waitForLayout(steps) {{
+  var drawn = document.querySelector(".pipeline-node")
+    && !document.querySelector(".pipeline-loading-icon--visible");
+  if (drawn || steps <= 0) return;
+  fetch("{_WAIT_PATH}", {{cache: "no-store"}})
+    .then(function () {{ waitForLayout(steps - 1); }}, function () {{}});
+}})({int(_LAYOUT_WAIT_S / _WAIT_STEP_S)});
+</script>"""
+
+
 class _QuietHandler(SimpleHTTPRequestHandler):
-    """Serves files without writing a log line per request."""
+    """Serves the site without a log line per request; see ``_WAIT_SCRIPT`` for the rest."""
 
     def log_message(self, format: str, *args: object) -> None:
         logger.debug("kedro-viz site: " + format, *args)
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == _WAIT_PATH:
+            time.sleep(_WAIT_STEP_S)
+            self._send(b"", "text/plain")
+        elif path in ("/", "/index.html"):
+            page = (Path(self.directory) / "index.html").read_text(encoding="utf-8")
+            page = page.replace("</body>", _WAIT_SCRIPT + "</body>", 1)
+            self._send(page.encode("utf-8"), "text/html; charset=utf-8")
+        else:
+            super().do_GET()
+
+    def _send(self, body: bytes, content_type: str) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
 
 
 @contextmanager
