@@ -21,6 +21,7 @@ from clnm_kedro.networks.cross_fitting import (
     FoldEnsemble,
     check_held_out,
     cross_fitted_logits,
+    cross_fitted_risks,
     fit_calibration,
     fold_assignment,
     fold_rows,
@@ -243,6 +244,28 @@ def test_calibration_maps_a_known_offset_back() -> None:
     after = calibration_intercept_slope(labels, calibration.apply(special.expit(shifted)))
     assert abs(after.intercept) < 0.05 and abs(after.slope - 1) < 0.05
     assert calibration.slope == pytest.approx(1 / 1.6, abs=0.05)
+
+
+def test_train_cv_risks_come_from_a_calibration_that_never_saw_the_patient() -> None:
+    """The calibration of the out-of-fold logits is cross-fitted: flipping the labels of one
+    fold group changes no risk in that group (and does change the others'), and with a known
+    offset the cross-fitted risks are calibrated."""
+    rng = np.random.default_rng(1)
+    n = 3_000
+    true_logit = rng.normal(-0.8, 1.0, n)
+    labels = rng.binomial(1, special.expit(true_logit))
+    logits = 1.5 * true_logit + 0.7
+    groups = np.arange(n) % 5
+    risks = cross_fitted_risks(labels, logits, groups)
+    flipped = labels.copy()
+    flipped[groups == 2] = 1 - flipped[groups == 2]
+    after = cross_fitted_risks(flipped, logits, groups)
+    assert_same_numbers(after[groups == 2], risks[groups == 2])
+    assert np.abs(after[groups != 2] - risks[groups != 2]).max() > 0.01
+    fit = calibration_intercept_slope(labels, risks)
+    assert abs(fit.intercept) < 0.1 and abs(fit.slope - 1) < 0.1
+    with pytest.raises(ValueError, match="outside fold group 0 all have the same outcome"):
+        cross_fitted_risks(np.r_[1, 0, 0, 0], np.zeros(4), np.r_[0, 1, 1, 1])
 
 
 def test_a_wrong_fold_count_is_named() -> None:

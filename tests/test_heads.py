@@ -673,6 +673,22 @@ def test_nested_estimate_never_scores_a_patient_its_search_has_seen(
     assert np.isfinite(risks).all() and ((risks > 0) & (risks < 1)).all()
 
 
+def test_outer_folds_side_by_side_give_the_sequential_numbers() -> None:
+    """heads.outer_cv.n_jobs runs the outer folds in worker processes: the same folds, the
+    same families and the same risks as one after the other (each fold is seeded and
+    single-threaded). A count that is no count stops the run up front."""
+    X, y = make_table(90)
+    spec = small_spec(n_trials=2, outer_cv={"n_splits": 3, "n_jobs": 1})
+    sequential, folds = nested_out_of_fold(X, y, spec, seed=4)
+    parallel, parallel_folds = nested_out_of_fold(
+        X, y, {**spec, "outer_cv": {"n_splits": 3, "n_jobs": 2}}, seed=4
+    )
+    assert_same_numbers(parallel, sequential)
+    assert parallel_folds["family"].tolist() == folds["family"].tolist()
+    with pytest.raises(ValueError, match=r"outer_cv\.n_jobs \(or -1\)"):
+        nested_out_of_fold(X, y, {**spec, "outer_cv": {"n_splits": 3, "n_jobs": 0}})
+
+
 def test_calibrated_head_round_trips_and_scores_calibrated_risks(tmp_path: Path) -> None:
     import pickle  # noqa: PLC0415
 

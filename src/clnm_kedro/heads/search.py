@@ -44,6 +44,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import joblib
 import numpy as np
 import optuna
 import pandas as pd
@@ -165,6 +166,9 @@ class HeadSpec:
         folds chose the family and hyperparameters); ``k >= 2``: nested CV, the whole search
         (every family, its trials, the selection and the calibration) repeated inside each of
         ``k`` outer folds, each scoring the training patients it left out.
+    outer_jobs
+        Processes that run the outer folds side by side (``-1``: one per CPU core). The
+        numbers do not depend on it: each fold is seeded and single-threaded.
     """
 
     search_space: SearchSpace
@@ -181,6 +185,7 @@ class HeadSpec:
     if_stored_study_differs: Literal["new_study", "error", "replace"] = "new_study"
     selection_rule: Literal["one_standard_error", "best"] = "one_standard_error"
     outer_splits: int | None = None
+    outer_jobs: int = 1
 
     def __post_init__(self) -> None:
         _check_positive_int("n_trials", self.n_trials)
@@ -208,6 +213,8 @@ class HeadSpec:
             )
         if self.outer_splits is not None:
             _check_positive_int("outer_cv.n_splits", self.outer_splits, minimum=2)
+        if self.outer_jobs != -1:
+            _check_positive_int("outer_cv.n_jobs (or -1)", self.outer_jobs)
         if not self.families:
             raise ValueError("heads.families is empty: name at least one classifier family.")
         missing = [f for f in self.families if f not in self.search_space.families]
@@ -247,7 +254,7 @@ class HeadSpec:
             ("cv", {"n_splits", "n_repeats"}),
             ("pruner", {"n_startup_trials", "n_warmup_steps"}),
             ("selection", {"rule"}),
-            ("outer_cv", {"n_splits"}),
+            ("outer_cv", {"n_splits", "n_jobs"}),
         ):
             if not isinstance(blocks[block], Mapping):
                 raise ValueError(f"heads.{block} must be a mapping; got {blocks[block]!r}.")
@@ -284,6 +291,7 @@ class HeadSpec:
             if_stored_study_differs=params.get("if_stored_study_differs", "new_study"),
             selection_rule=blocks["selection"].get("rule", "one_standard_error"),
             outer_splits=blocks["outer_cv"].get("n_splits"),
+            outer_jobs=blocks["outer_cv"].get("n_jobs", 1),
         )
 
 
@@ -1006,6 +1014,29 @@ def selection_out_of_fold(
     )
 
 
+def _outer_fold(
+    X_train: pd.DataFrame,
+    y_train: np.ndarray,
+    X_test: pd.DataFrame,
+    spec: HeadSpec,
+    *,
+    model_name: str,
+    seed: int,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """One outer fold of :func:`nested_out_of_fold`: the whole head procedure on its training
+    part (studies in memory), then its calibrated risks of the left-out patients."""
+    inner = fit_head(X_train, y_train, spec, storage_url=None, model_name=model_name, seed=seed)
+    with single_threaded_numerics():
+        scores = inner.pipeline.predict_proba(X_test)[:, 1]
+    calibration = inner.pipeline.calibration
+    return scores, {
+        "family": inner.family,
+        "inner_cv_auc": inner.cv_auc,
+        "calibration_intercept": calibration.intercept,
+        "calibration_slope": calibration.slope,
+    }
+
+
 def nested_out_of_fold(
     X: pd.DataFrame,
     y: pd.Series | np.ndarray,
@@ -1034,29 +1065,34 @@ def nested_out_of_fold(
         raise ValueError("heads.outer_cv.n_splits is not set: no nested cross-validation.")
     y_array = _check_training_data(X, y, spec)
     outer = StratifiedKFold(n_splits=spec.outer_splits, shuffle=True, random_state=seed + 1)
-    probabilities = np.full(len(X), np.nan)
-    rows = []
-    for fold, (train_index, test_index) in enumerate(outer.split(X, y_array)):
-        inner = fit_head(
+    splits = list(outer.split(X, y_array))
+    # Each outer fold in a process of its own when outer_jobs allows (loky; sequential, in
+    # this process, with 1): the folds share nothing, so the numbers are the same either way.
+    results = joblib.Parallel(n_jobs=spec.outer_jobs, backend="loky")(
+        joblib.delayed(_outer_fold)(
             X.iloc[train_index],
             y_array[train_index],
+            X.iloc[test_index],
             spec,
-            storage_url=None,
             model_name=f"{model_name}.outer{fold}",
             seed=seed,
         )
-        with single_threaded_numerics():
-            probabilities[test_index] = inner.pipeline.predict_proba(X.iloc[test_index])[:, 1]
-        calibration = inner.pipeline.calibration
+        for fold, (train_index, test_index) in enumerate(splits)
+    )
+    probabilities = np.full(len(X), np.nan)
+    rows = []
+    for fold, ((_, test_index), (scores, row)) in enumerate(zip(splits, results, strict=True)):
+        probabilities[test_index] = scores
+        outer_auc = float(roc_auc_score(y_array[test_index], scores))
         rows.append(
             {
                 "fold": fold,
                 "n_patients": len(test_index),
-                "family": inner.family,
-                "inner_cv_auc": inner.cv_auc,
-                "outer_auc": float(roc_auc_score(y_array[test_index], probabilities[test_index])),
-                "calibration_intercept": calibration.intercept,
-                "calibration_slope": calibration.slope,
+                "family": row["family"],
+                "inner_cv_auc": row["inner_cv_auc"],
+                "outer_auc": outer_auc,
+                "calibration_intercept": row["calibration_intercept"],
+                "calibration_slope": row["calibration_slope"],
             }
         )
     folds = pd.DataFrame(rows)

@@ -324,6 +324,52 @@ def fit_calibration(labels: np.ndarray, fused_logits: np.ndarray) -> LogitCalibr
     return LogitCalibration.fit(labels, _sigmoid(fused_logits))
 
 
+def cross_fitted_risks(
+    labels: np.ndarray, fused_logits: np.ndarray, groups: np.ndarray
+) -> np.ndarray:
+    """Out-of-fold calibrated risks of out-of-fold outputs: the calibration is cross-fitted too.
+
+    The ensemble's calibration is fitted on every training patient's out-of-fold logit, so
+    applied to those same logits it would have seen each patient's label. Here the rows of
+    fold group ``k`` pass through a calibration fitted on the other groups' rows only, so a
+    training patient's ``train_cv`` risk comes from no fitted step that saw its label.
+
+    Parameters
+    ----------
+    labels
+        0/1 outcome of each out-of-fold row.
+    fused_logits
+        The fused logit of each row (from the fold network that never saw the patient).
+    groups
+        The fold group (fold network) of each row.
+
+    Raises
+    ------
+    ValueError
+        If the rows outside a fold group lack an outcome class (the calibration cannot be
+        fitted): fewer fold networks, or a cohort with more events, is needed.
+    """
+    labels = np.asarray(labels)
+    fused_logits = np.asarray(fused_logits, dtype=float)
+    groups = np.asarray(groups)
+    if not len(labels) == len(fused_logits) == len(groups):
+        raise ValueError(
+            f"{len(labels)} labels, {len(fused_logits)} logits and {len(groups)} fold groups"
+        )
+    risks = np.full(len(labels), np.nan)
+    for group in np.unique(groups):
+        rows = groups == group
+        others = ~rows
+        if len(np.unique(labels[others])) < 2:
+            raise ValueError(
+                f"the training patients outside fold group {group} all have the same outcome: "
+                "their calibration cannot be fitted"
+            )
+        calibration = fit_calibration(labels[others], fused_logits[others])
+        risks[rows] = calibration.apply(_sigmoid(fused_logits[rows]))
+    return risks
+
+
 def describe_ensemble(ensemble: FoldEnsemble) -> dict[str, Any]:
     """K, the output names and the calibration, for summaries."""
     return {

@@ -28,6 +28,7 @@ from clnm_kedro.networks.cross_fitting import (
     ENSEMBLE,
     FoldEnsemble,
     cross_fitted_logits,
+    cross_fitted_risks,
     fold_assignment,
 )
 from clnm_kedro.networks.data import validate_crops
@@ -94,9 +95,10 @@ def score_with_network(
     features are the fused and per-view logits, out-of-fold for the patients a fold network
     held out when ``out_of_fold`` (the training run), the ensemble's mean otherwise (new
     patients: ``inference`` passes ``False`` so a reused patient ID never picks one fold
-    network); the probability is the calibrated risk of the fused logit, and the table also
-    has ``source`` and ``ensemble_probability``. A single network (an older checkpoint):
-    penultimate-layer features and its probability.
+    network); the probability is the calibrated risk of the fused logit (for an out-of-fold
+    row through a calibration fitted without its fold group: :func:`cross_fitted_risks`), and
+    the table also has ``source`` and ``ensemble_probability``. A single network (an older
+    checkpoint): penultimate-layer features and its probability.
 
     One row per patient in each table, in the order of ``patient_splits``.
     """
@@ -114,7 +116,11 @@ def score_with_network(
     table = features_table(outputs.logits, ids)
     oof = outputs.out_of_fold
     ensemble_logits = outputs.ensemble
-    probabilities = _probability_table(patient_splits, network.risk(outputs.logits[:, 0]))
+    risks = network.risk(outputs.logits[:, 0])
+    if oof.any():  # train_cv risks: the calibration cross-fitted as well
+        labels = pd.to_numeric(patient_splits["clnm"], errors="coerce").to_numpy()
+        risks[oof] = cross_fitted_risks(labels[oof], outputs.logits[oof, 0], assignment[oof])
+    probabilities = _probability_table(patient_splits, risks)
     probabilities[SOURCE_COLUMN] = outputs.source.astype(str)
     probabilities[ENSEMBLE_COLUMN] = network.risk(ensemble_logits[:, 0])
     logger.info(
