@@ -10,7 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clnm_kedro.metrics.thresholds import classification_metrics, youden_threshold
+from clnm_kedro.metrics.thresholds import (
+    classification_metrics,
+    cross_fitted_thresholds,
+    youden_threshold,
+)
 
 ASAH = Path(__file__).parent / "data" / "asah.csv"
 
@@ -122,3 +126,23 @@ def test_youden_bad_input(y: list, score: list, message: str) -> None:
 def test_classification_metrics_bad_threshold() -> None:
     with pytest.raises(ValueError, match="threshold must be a finite number"):
         classification_metrics([0, 1], [0.1, 0.9], float("nan"))
+
+
+def test_cross_fitted_cutoffs_do_not_flatter_scores_without_signal() -> None:
+    """On scores that carry no signal, the Youden cut-off chosen on the same patients finds a
+    sizeable J by chance; cut-offs chosen without each patient find none (J near 0, the
+    honest answer)."""
+    rng = np.random.default_rng(7)
+    apparent, crossed = [], []
+    for _ in range(50):
+        y = rng.binomial(1, 0.35, 200)
+        score = rng.uniform(size=200)
+        rates = classification_metrics(y, score, youden_threshold(y, score))
+        apparent.append(rates["sensitivity"] + rates["specificity"] - 1)
+        cutoffs = cross_fitted_thresholds(y, score, n_splits=5, seed=1)
+        rates = classification_metrics(y, score - cutoffs, 0.0)
+        crossed.append(rates["sensitivity"] + rates["specificity"] - 1)
+    assert min(apparent) > 0 and np.median(apparent) > 0.05
+    assert abs(np.mean(crossed)) < 0.02 and abs(np.median(crossed)) < 0.03
+    # Too few patients of a class: no cut-off rather than a made-up one.
+    assert np.isnan(cross_fitted_thresholds([1, 0, 0, 0], [0.9, 0.1, 0.2, 0.3])).all()

@@ -16,11 +16,18 @@ import statsmodels.api as sm
 from scipy import stats
 from scipy.special import expit, logit
 
-from clnm_kedro.metrics import bootstrap_ci, delong_test, hosmer_lemeshow
+from clnm_kedro.metrics import (
+    bootstrap_ci,
+    classification_metrics,
+    cross_fitted_thresholds,
+    delong_test,
+    hosmer_lemeshow,
+)
 from clnm_kedro.reporting import tables
 from clnm_kedro.reporting.calibration_stats import calibration_with_ci, smoothed_calibration
 from clnm_kedro.reporting.clinical_utility import net_benefit_with_ci
 from clnm_kedro.reporting.model_metrics import (
+    CUTOFF_FOLDS,
     EvaluationSettings,
     auc_difference_ci,
     delong_comparisons,
@@ -400,6 +407,36 @@ def test_study_table_shows_out_of_fold_rows_and_labels_apparent_ones() -> None:
     assert "vs Clinical" in sets["Combined (DL_F + clinical)|Training centres (out-of-fold)"]
     # Rates carry their bootstrap intervals (on by default).
     assert re.search(r"\d\.\d{3} \(\d\.\d{3}–\d\.\d{3}\)", table["Sensitivity"].iloc[0])
+
+
+def test_rates_where_the_cutoff_was_chosen_use_cutoffs_chosen_without_the_patient() -> None:
+    """On train_cv (where the Youden cut-off is chosen) every rate classifies a patient with a
+    cut-off chosen on the other patients; elsewhere (train, external) with the one cut-off."""
+    predictions = _predictions()
+    settings = EvaluationSettings.from_params({"bootstrap": {"enabled": False}})
+    metrics = evaluate_predictions(predictions, settings, seed=3)
+    combined = metrics["models"]["combined"]
+    assert combined["threshold_split"] == "train_cv"
+    rows = predictions[(predictions["model"] == "combined")]
+    for split, crossed in (("train_cv", True), ("external", False), ("train", False)):
+        part = rows[rows["split"] == split]
+        y, p = part["clnm"].to_numpy(), part["probability"].to_numpy()
+        cut = combined["threshold"]
+        expected = (
+            classification_metrics(y, p - cross_fitted_thresholds(y, p, CUTOFF_FOLDS, 3), 0.0)
+            if crossed
+            else classification_metrics(y, p, cut)
+        )
+        for name in ("sensitivity", "specificity", "ppv", "npv", "tp", "fn"):
+            assert combined["splits"][split][name] == pytest.approx(expected[name]), (split, name)
+    at_one_cut = classification_metrics(
+        *(rows[rows["split"] == "train_cv"][c].to_numpy() for c in ("clnm", "probability")),
+        combined["threshold"],
+    )
+    assert combined["splits"]["train_cv"]["tp"] != at_one_cut["tp"] or (
+        combined["splits"]["train_cv"]["fp"] != at_one_cut["fp"]
+    )
+    assert "cut-off chosen without" in metrics["threshold_rule"]
 
 
 def test_calibration_words_follow_the_intervals() -> None:

@@ -29,7 +29,11 @@ from clnm_kedro.metrics.delong import (
     delong_test,
 )
 from clnm_kedro.metrics.recalibration import LogitCalibration
-from clnm_kedro.metrics.thresholds import classification_metrics, youden_threshold
+from clnm_kedro.metrics.thresholds import (
+    classification_metrics,
+    cross_fitted_thresholds,
+    youden_threshold,
+)
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
@@ -46,6 +50,7 @@ __all__ = [
     "brier_score",
     "calibration_intercept_slope",
     "classification_metrics",
+    "cross_fitted_thresholds",
     "delong_ci",
     "delong_test",
     "hosmer_lemeshow",

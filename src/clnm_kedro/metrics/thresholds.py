@@ -3,7 +3,9 @@
 Rule used throughout: a patient is classified positive when ``score >= threshold``.
 
 The Youden threshold is chosen on one data set (the training set) and then applied unchanged
-to any other (the external set) with :func:`classification_metrics`.
+to any other (the external set) with :func:`classification_metrics`. On the data set it was
+chosen on, its rates are optimistic (the cut-off saw those patients' labels);
+:func:`cross_fitted_thresholds` gives each of those patients a cut-off chosen without it.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ import logging
 
 import numpy as np
 import numpy.typing as npt
+from sklearn.model_selection import StratifiedKFold
 
 from clnm_kedro.metrics._validation import check_labels, check_scores
 
-__all__ = ["classification_metrics", "youden_threshold"]
+__all__ = ["classification_metrics", "cross_fitted_thresholds", "youden_threshold"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +73,36 @@ def youden_threshold(y: npt.ArrayLike, score: npt.ArrayLike) -> float:
     if best == 0:
         return float(distinct[0])
     return float((distinct[best - 1] + distinct[best]) / 2.0)
+
+
+def cross_fitted_thresholds(
+    y: npt.ArrayLike, score: npt.ArrayLike, n_splits: int = 5, seed: int = 0
+) -> np.ndarray:
+    """Each patient's Youden threshold chosen without it (stratified K-fold cross-fitting).
+
+    The patients are split into ``n_splits`` stratified folds (fewer when a class has fewer
+    patients); the patients of fold ``k`` get the :func:`youden_threshold` of the other folds.
+    Rates computed with these cut-offs (``score >= threshold_i``) estimate what the
+    threshold-choosing procedure gives patients it has not seen, which rates at the cut-off
+    chosen on all of them overstate.
+
+    Returns
+    -------
+    numpy.ndarray
+        One threshold per patient; NaN everywhere when a class has fewer than two patients.
+    """
+    labels = check_labels(y, both_classes=False)
+    values = check_scores(score, labels.size)
+    smallest_class = int(min(labels.sum(), labels.size - labels.sum()))
+    folds = min(int(n_splits), smallest_class)
+    thresholds = np.full(labels.size, np.nan)
+    if folds < 2:
+        return thresholds
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for train, test in splitter.split(values.reshape(-1, 1), labels):
+        if len(np.unique(labels[train])) == 2:
+            thresholds[test] = youden_threshold(labels[train], values[train])
+    return thresholds
 
 
 def _ratio(numerator: int, denominator: int) -> float:

@@ -8,7 +8,10 @@ list: the default ``[train_cv, train]`` uses the out-of-fold predictions where a
 (the networks). Out-of-fold probabilities are what the model gives patients it has not seen,
 so their cut-off carries over to new patients; a cut-off chosen where a flexible model has
 memorised its training patients sits too close to 0 or 1. Set ``[train]`` for the plain
-"training set" rule of the paper. The external set may never be listed.
+"training set" rule of the paper. The external set may never be listed. On the set the
+threshold is chosen on, sensitivity, specificity and the other rates classify each patient with
+a cut-off chosen without it (:func:`~clnm_kedro.metrics.cross_fitted_thresholds`): rates at a
+cut-off chosen on the same labels would be optimistic.
 
 Degenerate data (a split or subgroup with one outcome class, too few events for DeLong's
 variance, probabilities that separate the classes so the calibration slope is infinite) gives
@@ -33,6 +36,7 @@ from clnm_kedro.metrics import (
     auc_per_row,
     bootstrap_ci,
     classification_metrics,
+    cross_fitted_thresholds,
     delong_ci,
     delong_test,
     hosmer_lemeshow,
@@ -49,6 +53,9 @@ from clnm_kedro.reporting.predictions import (
     split_label,
     split_rows,
 )
+
+# Folds of the cross-fitted cut-offs on the set the threshold is chosen on.
+CUTOFF_FOLDS = 5
 
 __all__ = [
     "BOOTSTRAP_METRICS",
@@ -407,11 +414,19 @@ def _rates_per_row(y: np.ndarray, matrix: np.ndarray, threshold: float) -> dict[
 
 
 def _bootstrap_metrics(
-    y: np.ndarray, p: np.ndarray, threshold: float, settings: EvaluationSettings, seed: int
+    y: np.ndarray,
+    p: np.ndarray,
+    threshold: float,
+    settings: EvaluationSettings,
+    seed: int,
+    *,
+    margins: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Stratified bootstrap percentile intervals of :data:`BOOTSTRAP_METRICS`.
 
-    The threshold stays fixed (it is not re-chosen in each resample).
+    The threshold stays fixed (it is not re-chosen in each resample). ``margins``
+    (``p - threshold_i`` with a cut-off per patient) classify instead of ``p >= threshold``;
+    the same seed resamples the same patients for every metric.
     """
     result = {
         f"{name}_boot_{bound}": NAN for name in BOOTSTRAP_METRICS for bound in ("lower", "upper")
@@ -422,15 +437,17 @@ def _bootstrap_metrics(
         "auc": auc_per_row,
         "brier": lambda labels, matrix: np.mean((matrix - labels[np.newaxis, :]) ** 2, axis=1),
     }
-    if math.isfinite(threshold):
+    rate_scores, rate_threshold = (p, threshold) if margins is None else (margins, 0.0)
+    if math.isfinite(threshold) and np.isfinite(rate_scores).all():
         for name in ("sensitivity", "specificity", "accuracy", "ppv", "npv"):
             batch[name] = lambda labels, matrix, name=name: _rates_per_row(
-                labels, matrix, threshold
+                labels, matrix, rate_threshold
             )[name]
     for name, metric in batch.items():
+        is_rate = name not in ("auc", "brier")
         interval = bootstrap_ci(
             y,
-            p,
+            rate_scores if is_rate else p,
             metric,
             seed=seed,
             n_boot=settings.bootstrap_resamples,
@@ -451,11 +468,15 @@ def split_metrics(
     *,
     context: str = "",
     external: bool = False,
+    row_thresholds: np.ndarray | None = None,
 ) -> dict[str, float | int]:
     """Every metric of :data:`METRIC_KEYS` for one model on one split.
 
     ``external``: the split is the external set (Hosmer-Lemeshow with ``G`` degrees of
-    freedom instead of ``G - 2``).
+    freedom instead of ``G - 2``). ``row_thresholds``: on the split the threshold was chosen
+    on, each patient's cut-off chosen without it
+    (:func:`~clnm_kedro.metrics.cross_fitted_thresholds`); the rates use them, the reported
+    ``threshold`` stays the one applied to every other split.
 
     Parameters
     ----------
@@ -486,7 +507,10 @@ def split_metrics(
         "auc_upper": upper,
         "threshold": threshold,
     }
-    if math.isfinite(threshold):
+    margins = None if row_thresholds is None else p - np.asarray(row_thresholds, dtype=float)
+    if math.isfinite(threshold) and margins is not None and np.isfinite(margins).all():
+        result.update(classification_metrics(y, margins, 0.0))
+    elif math.isfinite(threshold) and margins is None:
         result.update(classification_metrics(y, p, threshold))
     else:
         result.update(
@@ -510,7 +534,7 @@ def split_metrics(
     except ValueError as error:
         logger.warning("%s: Hosmer-Lemeshow test not computed (%s)", context, error)
     if settings.bootstrap:
-        result.update(_bootstrap_metrics(y, p, threshold, settings, seed))
+        result.update(_bootstrap_metrics(y, p, threshold, settings, seed, margins=margins))
     return result
 
 
@@ -573,14 +597,21 @@ def evaluate_predictions(
             rows = split_rows(predictions, model, split)
             if rows.empty:
                 continue
+            y = rows["clnm"].to_numpy(dtype=np.int64)
+            p = rows["probability"].to_numpy(dtype=np.float64)
+            # Where the cut-off was chosen, each patient is classified by one chosen without it.
+            row_thresholds = (
+                cross_fitted_thresholds(y, p, CUTOFF_FOLDS, seed) if split == chosen_on else None
+            )
             splits[split] = split_metrics(
-                rows["clnm"].to_numpy(),
-                rows["probability"].to_numpy(),
+                y,
+                p,
                 threshold,
                 settings,
                 seed,
                 context=f"{model_label(model)}, {split_label(split).lower()}",
                 external=split == "external",
+                row_thresholds=row_thresholds,
             )
         models[model] = {"threshold": threshold, "threshold_split": chosen_on, "splits": splits}
         if "external" in splits:
@@ -600,7 +631,9 @@ def evaluate_predictions(
             + ", where the model has it, otherwise on the ".join(
                 split_label(split).lower() for split in settings.threshold_splits
             )
-            + "; applied unchanged to every set, the external test set included"
+            + "; applied unchanged to every set, the external test set included. On the set "
+            f"it is chosen on, the rates classify each patient with a cut-off chosen without "
+            f"it ({CUTOFF_FOLDS}-fold cross-fitted), since the cut-off saw those labels"
         ),
         "threshold_splits": list(settings.threshold_splits),
         "bootstrap": {
