@@ -12,6 +12,7 @@ from kedro.framework.cli.utils import _split_params
 from kedro.framework.project import configure_project, pipelines
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
+from kedro.runner import ParallelRunner, SequentialRunner
 
 from clnm_kedro import pipeline_registry
 from clnm_kedro.pipeline_registry import registered_names
@@ -170,3 +171,7 @@ def test_the_mlflow_kedro_command_repeats_the_run() -> None:
     assert "--env" not in kedro_command({**run_params, "env": "local"})  # Kedro's default
     assert kedro_command({"pipeline_names": ["__default__"], "runner": "None"}) == "kedro run"
     assert kedro_command({"runner": "ThreadRunner"}) == "kedro run --runner=ThreadRunner"
+    # `kedro run` hands Kedro a runner object; run_params then hold its repr.
+    sequential = f"<{SequentialRunner.__module__}.SequentialRunner object at 0x7f1416889710>"
+    assert kedro_command({"runner": sequential}) == "kedro run"
+    assert kedro_command({"runner": str(ParallelRunner())}) == "kedro run --runner=ParallelRunner"
