@@ -188,7 +188,7 @@ def test_catalog_stores_each_output_where_it_belongs() -> None:
     loader = OmegaConfigLoader(
         str(PROJECT_ROOT / "conf"), **{**CONFIG_LOADER_ARGS, "default_run_env": "base"}
     )
-    resolver = CatalogConfigResolver(loader["catalog"])
+    resolver = CatalogConfigResolver(loader["catalog"], credentials=loader["credentials"])
     pipeline = clinical_pipeline() + fusion_pipeline()
     datasets = pipeline.datasets() - {d for d in pipeline.datasets() if d.startswith("params:")}
     for name in sorted(datasets):
@@ -361,6 +361,38 @@ def test_stored_study_resumes(
     after = read_outputs(project)
     for model in MODELS:
         pd.testing.assert_frame_equal(before[f"{model}_predictions"], after[f"{model}_predictions"])
+
+
+def test_optuna_storage_comes_from_credentials_and_stays_out_of_mlflow(
+    tmp_path: Path, cohort: dict[str, pd.DataFrame], capfd: pytest.CaptureFixture[str]
+) -> None:
+    """``optuna_storage.url`` in conf/local/credentials.yml is the store the search writes
+    (not the parameter's data/06_models/optuna.db), and that URL reaches neither MLflow's
+    parameters and tags nor the console."""
+    project = new_project(tmp_path / "project", cohort)
+    store = tmp_path / "elsewhere" / "studies_from_credentials.db"
+    url = f"sqlite:///{store}"
+    local = project / "conf" / "local"
+    (local / "credentials.yml").write_text(f"optuna_storage:\n  url: {url}\n")
+    # the default environment (base + local), with the test's small search
+    shutil.copy2(project / "conf" / "test" / "parameters_heads.yml", local / "parameters_heads.yml")
+    run(project, ["clinical_modeling"], env="local")
+    console = "".join(capfd.readouterr())
+
+    names = optuna.get_all_study_names(url)
+    assert sorted(n.split(".")[1] for n in names) == ["knn", "logistic_regression"]
+    assert not (project / "data" / "06_models" / "optuna.db").exists()
+    selection = json.loads((project / "data/06_models/clinical_head_selection.json").read_text())
+    assert selection["study"] in names and selection["optuna_storage_url"] == url
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    (experiment,) = [e for e in client.search_experiments() if e.name == "clnm_kedro"]
+    (mlflow_run,) = client.search_runs([experiment.experiment_id])
+    recorded = {**mlflow_run.data.params, **mlflow_run.data.tags}
+    assert mlflow_run.data.params["optuna_storage_url"] == "sqlite:///data/06_models/optuna.db"
+    assert not [key for key, value in recorded.items() if store.name in value]
+    assert "clinical.head.family" in recorded  # the check above looked at the run's records
+    assert store.name not in console and "clinical model: selected" in console
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ import yaml
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
+from clnm_kedro.datasets.report_html_dataset import ReportHTMLDataset, report_preview
 from clnm_kedro.metrics import delong_ci
 from clnm_kedro.networks import build_network
 from clnm_kedro.pipelines.evaluation import create_pipeline
@@ -265,6 +266,27 @@ def test_report_parses_as_html(report: str) -> None:
     root = ET.fromstring(report.split("\n", 1)[1])
     assert root.tag == "html"
     assert len(root.findall(".//table")) >= 5
+
+
+def test_report_preview_in_kedro_viz_is_its_summary_without_figures(
+    report: str, tmp_path: Path
+) -> None:
+    """kedro-viz calls the dataset's preview with the catalog's preview_args."""
+    config = _catalog_config()["report"]
+    dataset = ReportHTMLDataset(
+        filepath=str(tmp_path / "report.html"), fs_args=config["dataset"]["fs_args"]
+    )
+    dataset.save(report)
+    preview = dataset.preview(**config["metadata"]["kedro-viz"]["preview_args"])
+    assert preview.startswith("<h1>")
+    assert re.findall(r'<section id="([^"]+)"', preview) == ["plain-summary", "study-table"]
+    assert "[figure: ROC curves]" in preview and "data:image" not in preview
+    assert len(preview) < len(report) / 10
+    # A section this report lacks is skipped; no section named: the summary.
+    assert re.findall(r'<section id="([^"]+)"', report_preview(report, ["no-such", "delong"])) == [
+        "delong"
+    ]
+    assert re.findall(r'<section id="([^"]+)"', dataset.preview()) == ["plain-summary"]
 
 
 def test_report_without_an_oracle_has_no_oracle_section() -> None:

@@ -5,7 +5,8 @@ first, ``kedro run --pipelines demo`` in the default environment (no ``--env``; 
 with ``--params`` only, see ``SMALL_RUN``), then a second run of ``evaluation`` alone:
 
 - kedro-viz: the static site (``kedro viz build``) served on 127.0.0.1 and rendered in headless
-  Chromium shows every node of the pipelines, the data layers and the dataset previews;
+  Chromium shows every node of the pipelines, the data layers and the dataset previews (the
+  report's summary and the metrics included);
 - MLflow: the tracking store holds what a user looks for (experiment, runs named after their
   pipelines, grouped parameters, ``<split>.<model>.<metric>`` metrics, figures and report as
   artifacts, networks with the PyTorch flavour, heads with the scikit-learn flavour);
@@ -208,6 +209,18 @@ def test_kedro_viz_shows_every_node_with_its_layer_in_chromium(tracked_project: 
         (tracked_project / "data/06_models/dl_dual_network_mlflow_model.json").read_text()
     )
     assert checkpoint["logged"] and network["settings"]["network"]["kind"] == "dual"
+    # The report: its title, summary and study table (preview_args), figures named, not inlined.
+    report = _preview(site, "report")
+    assert report["preview_type"] == "HTMLPreview"
+    assert report["preview"].startswith("<h1>")
+    assert 'id="plain-summary"' in report["preview"] and 'id="study-table"' in report["preview"]
+    assert "[figure: ROC curves]" in report["preview"] and "data:image" not in report["preview"]
+    # The metrics: the whole metrics.json.
+    metrics = _preview(site, "metrics")
+    assert metrics["preview_type"] == "JSONPreview"
+    assert json.loads(metrics["preview"]) == json.loads(
+        (tracked_project / "data/08_reporting/metrics.json").read_text()
+    )
 
 
 # --- MLflow ---------------------------------------------------------------------------------

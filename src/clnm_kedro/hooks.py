@@ -46,6 +46,7 @@ from kedro.framework.hooks import hook_impl
 from kedro.pipeline import Pipeline
 from kedro.pipeline.node import Node
 
+from clnm_kedro.datasets.optuna_storage_dataset import storage_url_in_use
 from clnm_kedro.processes import process_alive, this_process
 
 logger = logging.getLogger(__name__)
@@ -525,7 +526,11 @@ class RunStatusHooks:
         storage = None
         if "params:optuna_storage_url" in catalog:
             try:
-                storage = _sqlite_path(catalog.load("params:optuna_storage_url"), project)
+                url = storage_url_in_use(
+                    catalog.load("params:optuna_storage_url"),
+                    catalog.load("optuna_storage") if "optuna_storage" in catalog else None,
+                )
+                storage = _sqlite_path(url, project)
             except Exception:  # a bad URL is reported by the node that uses it
                 storage = None
         if storage is not None and storage.resolve().is_relative_to(project / "data"):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import shlex
 import threading
 import time
@@ -129,6 +130,18 @@ def _param_text(value: Any) -> str:
     return str(value)
 
 
+def _runner_name(recorded: Any) -> str | None:
+    """The runner's class name from Kedro's ``run_params["runner"]``: a class name, ``"None"``
+    (none chosen), or, from ``kedro run``, the runner object's repr
+    (``<kedro.runner.sequential_runner.SequentialRunner object at 0x...>``)."""
+    if not recorded or recorded == "None":
+        return None
+    text = str(recorded)
+    if match := re.fullmatch(r"<([\w.]+) object at 0x[0-9a-fA-F]+>", text):
+        text = match.group(1)
+    return text.rsplit(".", 1)[-1] if text.startswith("kedro.runner.") else text
+
+
 def kedro_command(run_params: Mapping[str, Any], env: str | None = None) -> str:
     """The ``kedro run`` command line that repeats a run, from Kedro's ``run_params``.
 
@@ -156,8 +169,8 @@ def kedro_command(run_params: Mapping[str, Any], env: str | None = None) -> str:
             "--params="
             + ",".join(f"{key}={_param_text(value)}" for key, value in _dotted(runtime_params))
         )
-    runner = run_params.get("runner")  # Kedro records "None" when none was chosen
-    if runner and runner not in ("None", "SequentialRunner"):
+    runner = _runner_name(run_params.get("runner"))
+    if runner and runner != "SequentialRunner":
         parts.append(f"--runner={runner}")
     if run_params.get("only_missing_outputs"):
         parts.append("--only-missing-outputs")

@@ -18,6 +18,7 @@ from clnm_kedro.hooks import (
     UnfinishedOutputsHooks,
 )
 from clnm_kedro.model_packaging import PackagedModelHooks
+from clnm_kedro.plugin_init import import_kedro_mlflow_model
 from clnm_kedro.run_report import RunReportHooks, quiet_dependencies
 
 # One run at a time per project data folder; a failed or killed run leaves nothing that
@@ -37,6 +38,7 @@ HOOKS = (
     PackagedModelHooks(),
 )
 quiet_dependencies()  # no library notice that says nothing about the run (run_report.py)
+import_kedro_mlflow_model()  # done by the `kedro` command already; here for notebooks, tests
 
 
 def _project_root() -> str:

@@ -9,7 +9,9 @@ Kedro warns about dotted dataset names consumed outside their namespace.
 Per model, from its model-input table (training and external patients):
 
 - ``validate_head_settings``: checks the ``heads`` block, the model's block and the Optuna
-  storage URL before anything is fitted (it needs parameters only, so it runs first);
+  storage URL before anything is fitted (it needs parameters only, so it runs first); the URL
+  is the ``optuna_storage`` catalog entry's (Kedro credentials) when it has one, else the
+  ``optuna_storage_url`` parameter;
 - ``tune_head``: Optuna search of every classifier family by cross-validation on the training
   patients only, selection of a family (by default the simplest within one standard error of
   the best, :func:`clnm_kedro.heads.select_family`), its refit on all of them and its logistic
@@ -37,7 +39,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import version
 from typing import Any
 
@@ -55,6 +57,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline as SklearnPipeline
 from sqlalchemy.engine import make_url
 
+from clnm_kedro.datasets.optuna_storage_dataset import hide_password, storage_url_in_use
 from clnm_kedro.heads import (
     CalibratedHead,
     EstimatorOptions,
@@ -100,14 +103,15 @@ class HeadSettings:
     spec
         The validated ``heads`` block.
     storage_url
-        Optuna storage URL (``None``: studies kept in memory only).
+        Optuna storage URL (``None``: studies kept in memory only). It may hold a password
+        (from credentials), so it is left out of ``repr``.
     seed
         Seed of the CV split, the sampler and every estimator.
     """
 
     model: str
     spec: HeadSpec
-    storage_url: str | None
+    storage_url: str | None = field(repr=False)
     seed: int
 
 
@@ -121,8 +125,12 @@ def validate_head_settings(
     model_settings: dict[str, Any],
     optuna_storage_url: str | None,
     seed: int,
+    optuna_storage: str | None = None,
 ) -> HeadSettings:
     """Check the ``heads`` block, the model's block and the storage URL; nothing is fitted.
+
+    ``optuna_storage`` (the catalog entry of that name: a URL from Kedro credentials, already
+    checked there) replaces the ``optuna_storage_url`` parameter when it is not ``None``.
 
     Raises
     ------
@@ -156,7 +164,8 @@ def validate_head_settings(
         raise ValueError(
             f"Invalid classifier-head parameters (the 'heads' block): {error}"
         ) from error
-    return HeadSettings(model_settings["model"], spec, optuna_storage_url, seed)
+    storage_url = storage_url_in_use(optuna_storage_url, optuna_storage)
+    return HeadSettings(model_settings["model"], spec, storage_url, seed)
 
 
 def tune_head(
@@ -495,11 +504,7 @@ def record_head_selection(
         "train_cv": train_cv_summary,
         "params": params,
         "study": str(selected["study"]),
-        "optuna_storage_url": (
-            make_url(settings.storage_url).render_as_string(hide_password=True)
-            if settings.storage_url is not None
-            else None
-        ),
+        "optuna_storage_url": hide_password(settings.storage_url),
     }
     if mlflow.active_run() is not None:
         mlflow.log_params(
@@ -528,6 +533,7 @@ def head_template() -> Pipeline:
                     "params:model_settings",
                     "params:optuna_storage_url",
                     "params:seed",
+                    "optuna_storage",
                 ],
                 outputs="settings",
                 name="validate_head_settings",
@@ -636,7 +642,7 @@ def create_head_pipeline(model: str, model_input: str, model_settings: str) -> P
     return Pipeline(
         head_template(),
         namespace=model,
-        inputs={"model_input": model_input},
+        inputs={"model_input": model_input, "optuna_storage": "optuna_storage"},
         outputs={name: f"{model}_{name}" for name in PUBLIC_OUTPUTS},
         parameters={
             "params:heads": "params:heads",
