@@ -16,6 +16,7 @@ Adding a model: one :class:`ModelSpec` here plus its parameter block; adding a v
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -35,6 +36,7 @@ __all__ = [
     "STUDY_COMPARISONS",
     "VIEWS",
     "ModelSpec",
+    "check_declarations",
     "model_spec",
 ]
 
@@ -78,7 +80,11 @@ class ModelSpec:
         The models whose AUCs the study compares with this one's (paired DeLong tests).
     summary_rank
         Its rank among the models the plain-language summary speaks about first (``None``: not
-        one of them); rank 0 is also the primary answer of scoring.
+        one of them).
+    scoring_rank
+        Its place among the probability columns of scoring's results (output contract); rank 0
+        is the primary answer (``probability`` and the risk group). ``None``: after the ranked
+        ones, in report order.
     """
 
     name: str
@@ -90,6 +96,7 @@ class ModelSpec:
     clinical: bool = False
     compared_with: tuple[str, ...] = ()
     summary_rank: int | None = None
+    scoring_rank: int | None = None
 
     @property
     def pipeline(self) -> str:
@@ -106,15 +113,19 @@ MODELS: tuple[ModelSpec, ...] = (
         views=DUAL,
         compared_with=("dl_longitudinal", "dl_transverse"),
         summary_rank=1,
+        scoring_rank=3,
     ),
-    ModelSpec("dl_longitudinal", "network", "DL longitudinal", views="longitudinal"),
-    ModelSpec("dl_transverse", "network", "DL transverse", views="transverse"),
+    ModelSpec(
+        "dl_longitudinal", "network", "DL longitudinal", views="longitudinal", scoring_rank=4
+    ),
+    ModelSpec("dl_transverse", "network", "DL transverse", views="transverse", scoring_rank=5),
     ModelSpec(
         "dl_features",
         "head",
         "DL_F (DL features)",
         parameters="fusion.dl_features",
         dl_features=True,
+        scoring_rank=2,
     ),
     ModelSpec(
         "clinical",
@@ -123,6 +134,7 @@ MODELS: tuple[ModelSpec, ...] = (
         parameters="clinical_modeling",
         clinical=True,
         summary_rank=2,
+        scoring_rank=1,
     ),
     ModelSpec(
         "combined",
@@ -133,6 +145,7 @@ MODELS: tuple[ModelSpec, ...] = (
         clinical=True,
         compared_with=("dl_features", "clinical"),
         summary_rank=0,
+        scoring_rank=0,
     ),
 )
 # The network whose penultimate layer gives the heads their DL features.
@@ -154,11 +167,16 @@ PRIMARY_MODELS: tuple[str, ...] = tuple(
         key=lambda spec: spec.summary_rank,
     )
 )
+# The models scored, in the order of the results' probability columns.
+SCORED_MODELS: tuple[str, ...] = tuple(
+    spec.name
+    for _, spec in sorted(
+        enumerate(MODELS),
+        key=lambda item: (item[1].scoring_rank is None, item[1].scoring_rank or 0, item[0]),
+    )
+)
 # The answer of scoring (its probability and risk group come first in the results).
-PRIMARY_MODEL = PRIMARY_MODELS[0]
-# The models scored, in the results' column order: the report order reversed (from the fused
-# model down to the single-view networks).
-SCORED_MODELS: tuple[str, ...] = MODEL_NAMES[::-1]
+PRIMARY_MODEL = SCORED_MODELS[0]
 
 
 def model_spec(name: str) -> ModelSpec:
@@ -169,22 +187,26 @@ def model_spec(name: str) -> ModelSpec:
     raise KeyError(f"Unknown model {name!r}; the models are {list(MODEL_NAMES)}.")
 
 
-def _check() -> None:
-    """The declarations agree with each other (run on import: a typo fails at once)."""
-    if len(set(MODEL_NAMES)) != len(MODEL_NAMES) or len(set(VIEWS)) != len(VIEWS):
-        raise ValueError("A model or view name is declared twice.")
-    for spec in MODELS:
+def check_declarations(models: Sequence[ModelSpec], feature_network: str) -> None:
+    """Raise ``ValueError`` unless the declarations agree with each other (run on import, so a
+    typo here stops the project at once)."""
+    names = [spec.name for spec in models]
+    if len(set(names)) != len(names) or len(set(VIEWS)) != len(VIEWS):
+        raise ValueError(f"A model or view name is declared twice: {names}, {list(VIEWS)}.")
+    for spec in models:
         if spec.kind == "network" and spec.views not in NETWORK_VIEWS:
-            raise ValueError(f"Network {spec.name} reads {spec.views!r}, not a network kind.")
+            raise ValueError(
+                f"Network {spec.name} reads {spec.views!r}, not one of {sorted(NETWORK_VIEWS)}."
+            )
         if spec.kind == "head" and not spec.parameters:
             raise ValueError(f"Head {spec.name} has no parameter block.")
         if spec.kind == "head" and not (spec.dl_features or spec.clinical):
             raise ValueError(f"Head {spec.name} reads neither DL features nor clinical columns.")
-        unknown = set(spec.compared_with) - set(MODEL_NAMES)
+        unknown = sorted(set(spec.compared_with) - set(names))
         if unknown:
-            raise ValueError(f"{spec.name} is compared with unknown models {sorted(unknown)}.")
-    if model_spec(FEATURE_NETWORK).kind != "network":
-        raise ValueError(f"The feature network {FEATURE_NETWORK} is not a network.")
+            raise ValueError(f"{spec.name} is compared with unknown models {unknown}.")
+    if not any(spec.name == feature_network and spec.kind == "network" for spec in models):
+        raise ValueError(f"The feature network {feature_network!r} is not a declared network.")
 
 
-_check()
+check_declarations(MODELS, FEATURE_NETWORK)
