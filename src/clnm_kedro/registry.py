@@ -11,7 +11,8 @@ reporting and scoring iterate over these declarations.
 The model names are the output contract: they are the ``model`` column of ``predictions.csv``,
 the keys of ``metrics.json`` and the prefixes of the datasets (``<model>_predictions``, ...).
 Adding a model: one :class:`ModelSpec` here plus its parameter block; adding a view: its name in
-:data:`VIEWS` (the cohort folder then needs ``<view>.png`` and a ``rois.csv`` row per patient).
+:data:`VIEWS` (the cohort folder then needs an image named after it and a ``rois.csv``
+row per patient, docs/input_contract.md).
 """
 
 from __future__ import annotations
