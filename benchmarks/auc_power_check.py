@@ -39,14 +39,8 @@ from clnm_kedro.metrics.power import (
     sample_size_for_difference,
     simulated_rejection_rate,
 )
+from clnm_kedro.registry import STUDY_COMPARISONS
 from clnm_kedro.reporting.predictions import paired_scores
-
-STUDY_COMPARISONS = (
-    ("dl_dual", "dl_longitudinal"),
-    ("dl_dual", "dl_transverse"),
-    ("combined", "dl_features"),
-    ("combined", "clinical"),
-)
 
 
 def binormal_sampler(n: int, prevalence: float, auc_a: float, auc_b: float, rho: float):

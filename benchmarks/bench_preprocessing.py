@@ -33,9 +33,10 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from clnm_kedro.registry import VIEWS
+
 FRAME = (600, 800)  # height, width of an exported ultrasound frame
 POOL = 48  # distinct frames
-VIEWS = ("longitudinal", "transverse")
 
 
 def rss_mb() -> float:

@@ -18,7 +18,8 @@ from PIL import Image
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, UltrasoundImageStorage, generate_uid
 
-VIEWS = ("longitudinal", "transverse")
+from clnm_kedro.registry import VIEWS
+
 BOX_COLUMNS = ("x_min", "y_min", "x_max", "y_max")
 BACKGROUND = (110, 170)  # 8-bit grey range of the background noise
 NODULE = 40  # grey value inside the box

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from omegaconf import OmegaConf
 
 from clnm_kedro.simulation import SyntheticCohort, simulate_cohort, write_oracle
 
@@ -27,9 +28,17 @@ def _load(path: Path) -> dict[str, Any]:
     return yaml.safe_load(path.read_text(encoding="utf-8"))["simulate"]
 
 
+@cache
+def _test_environment() -> dict[str, Any]:
+    """``conf/test``'s ``simulate`` keys merged over ``conf/base``'s, as the project's config
+    loader merges them (key by key; a list replaced as a whole)."""
+    merged = OmegaConf.merge(_load(BASE_PARAMETERS), _load(TEST_PARAMETERS))
+    return OmegaConf.to_container(merged, resolve=True)
+
+
 def tiny_parameters(**overrides: Any) -> dict[str, Any]:
     """The test environment's ``simulate`` block with top-level keys replaced by ``overrides``."""
-    params = copy.deepcopy(_load(TEST_PARAMETERS))
+    params = copy.deepcopy(_test_environment())
     params.update(copy.deepcopy(overrides))
     return params
 

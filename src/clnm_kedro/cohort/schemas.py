@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 import pandas as pd
 import pandera.pandas as pa
 
-VIEWS = ("longitudinal", "transverse")  # axis 1 of roi_crops, in this order
+from clnm_kedro.registry import VIEWS  # axis 1 of roi_crops, in this order
 
 IDENTITY_COLUMNS = ("patient_id", "center", "clnm")
 REQUIRED_INDICATORS = ("age", "sex", "tumor_size_mm")
@@ -132,7 +132,7 @@ def roi_schema(known_patient_ids: Iterable[str]) -> pa.DataFrameSchema:
             ),
             "view": pa.Column(
                 str,
-                pa.Check.isin(VIEWS, error="view must be longitudinal or transverse"),
+                pa.Check.isin(VIEWS, error=f"view must be {' or '.join(VIEWS)}"),
                 nullable=False,
             ),
             **{name: pa.Column(float, nullable=True) for name in BOX_COLUMNS},

@@ -21,7 +21,6 @@ from kedro.io import AbstractDataset, DatasetError
 from kedro_datasets._typing import TablePreview
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm")
-VIEWS = ("longitudinal", "transverse")
 
 
 class WritableCohort(Protocol):

@@ -29,8 +29,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
+from clnm_kedro.registry import DL_PREFIX as DEFAULT_DL_PREFIX
+
 REDUCTION_METHODS: tuple[str, ...] = ("none", "pca", "l1", "kbest")
-DEFAULT_DL_PREFIX = "dl_"
 
 
 @dataclass(frozen=True)

@@ -116,7 +116,6 @@ _HEAD_KEYS = frozenset(
         "cv",
         "class_weight",
         "n_jobs",
-        "dl_prefix",
         "pruner",
         "if_stored_study_differs",
         "selection",
@@ -148,8 +147,6 @@ class HeadSpec:
         ``None`` (default) or ``"balanced"`` (its offset is taken out by the calibration).
     n_jobs
         Threads for random forest and CatBoost.
-    dl_prefix
-        Columns starting with it are deep-learning features (reduced); others are not.
     pruner_startup_trials, pruner_warmup_folds
         Median pruner: trials before pruning starts; folds before a trial can be pruned.
     if_stored_study_differs
@@ -179,7 +176,6 @@ class HeadSpec:
     n_repeats: int = 1
     class_weight: str | None = None
     n_jobs: int = 1
-    dl_prefix: str = DEFAULT_DL_PREFIX
     pruner_startup_trials: int = 5
     pruner_warmup_folds: int = 1
     if_stored_study_differs: Literal["new_study", "error", "replace"] = "new_study"
@@ -285,7 +281,6 @@ class HeadSpec:
             n_repeats=cv.get("n_repeats", 1),
             class_weight=class_weight,
             n_jobs=n_jobs,
-            dl_prefix=params.get("dl_prefix", DEFAULT_DL_PREFIX),
             pruner_startup_trials=pruner.get("n_startup_trials", 5),
             pruner_warmup_folds=pruner.get("n_warmup_steps", 1),
             if_stored_study_differs=params.get("if_stored_study_differs", "new_study"),
@@ -460,7 +455,7 @@ def make_objective(
     seed: int,
 ) -> Any:
     """Optuna objective: mean CV AUC of ``family`` on the training rows ``X``, ``y``."""
-    columns = feature_columns(X, spec.dl_prefix)
+    columns = feature_columns(X, DEFAULT_DL_PREFIX)
     folds = _fold_indices(X, y, spec, seed)
     options = EstimatorOptions(seed=seed, class_weight=spec.class_weight, n_jobs=spec.n_jobs)
     space = spec.search_space
@@ -496,11 +491,11 @@ def _fingerprint(X: pd.DataFrame, y: np.ndarray, family: str, spec: HeadSpec, se
     settings = (
         family,
         spec.search_space.families[family],
-        spec.search_space.reduction if feature_columns(X, spec.dl_prefix).dl else None,
+        spec.search_space.reduction if feature_columns(X, DEFAULT_DL_PREFIX).dl else None,
         spec.n_splits,
         spec.n_repeats,
         spec.class_weight,
-        spec.dl_prefix,
+        DEFAULT_DL_PREFIX,
         seed,
     )
     digest.update(repr(settings).encode())
@@ -904,7 +899,7 @@ def fit_head(
     spec = HeadSpec.from_params(spec)
     y_array = _check_training_data(X, y, spec)
     _check_neighbours(len(X), spec)
-    columns = feature_columns(X, spec.dl_prefix)
+    columns = feature_columns(X, DEFAULT_DL_PREFIX)
     storage = open_storage(storage_url)
     studies: dict[str, optuna.Study] = {}
     rows: list[dict[str, Any]] = []

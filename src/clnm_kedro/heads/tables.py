@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from clnm_kedro.heads.search import NON_FEATURE_COLUMNS
+from clnm_kedro.registry import DL_PREFIX, FEATURE_NETWORK
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ def join_features(rows: pd.DataFrame, features: pd.DataFrame, source: str) -> pd
 
 
 def clinical_columns(
-    cohort_table: pd.DataFrame, columns: Sequence[str] | None, dl_prefix: str = "dl_"
+    cohort_table: pd.DataFrame, columns: Sequence[str] | None, dl_prefix: str = DL_PREFIX
 ) -> list[str]:
     """The clinical feature columns to use.
 
@@ -165,7 +166,7 @@ def clinical_model_input(
     cohort_table: pd.DataFrame,
     patient_splits: pd.DataFrame,
     columns: Sequence[str] | None = None,
-    dl_prefix: str = "dl_",
+    dl_prefix: str = DL_PREFIX,
 ) -> pd.DataFrame:
     """Head table of the clinical model: ``patient_id, center, split, clnm`` + clinical columns.
 
@@ -178,7 +179,7 @@ def clinical_model_input(
     return join_features(rows, cohort_table[["patient_id", *chosen]], "cohort_table")
 
 
-def dl_feature_columns(dl_features: pd.DataFrame, dl_prefix: str = "dl_") -> list[str]:
+def dl_feature_columns(dl_features: pd.DataFrame, dl_prefix: str = DL_PREFIX) -> list[str]:
     """The deep-learning feature columns (names starting with ``dl_prefix``).
 
     Raises
@@ -201,12 +202,12 @@ def dl_feature_columns(dl_features: pd.DataFrame, dl_prefix: str = "dl_") -> lis
 
 
 def dl_features_model_input(
-    dl_features: pd.DataFrame, patient_splits: pd.DataFrame, dl_prefix: str = "dl_"
+    dl_features: pd.DataFrame, patient_splits: pd.DataFrame, dl_prefix: str = DL_PREFIX
 ) -> pd.DataFrame:
     """Head table of the DL-feature model: ``patient_id, center, split, clnm`` + ``dl_*``."""
     rows = patient_rows(patient_splits)
     names = dl_feature_columns(dl_features, dl_prefix)
-    return join_features(rows, dl_features[["patient_id", *names]], "dl_dual_features")
+    return join_features(rows, dl_features[["patient_id", *names]], f"{FEATURE_NETWORK}_features")
 
 
 def combined_model_input(
@@ -214,7 +215,7 @@ def combined_model_input(
     cohort_table: pd.DataFrame,
     patient_splits: pd.DataFrame,
     columns: Sequence[str] | None = None,
-    dl_prefix: str = "dl_",
+    dl_prefix: str = DL_PREFIX,
 ) -> pd.DataFrame:
     """Head table of the combined model: identifiers + ``dl_*`` + clinical columns."""
     dl = dl_features_model_input(dl_features, patient_splits, dl_prefix)

@@ -19,14 +19,10 @@ import torchvision
 from torch import nn
 
 from clnm_kedro.networks.data import VIEW_NAMES, config_section
+from clnm_kedro.registry import NETWORK_VIEWS
 
 logger = logging.getLogger(__name__)
 
-NETWORK_VIEWS: dict[str, tuple[int, ...]] = {
-    "dual": (0, 1),
-    "longitudinal": (0,),
-    "transverse": (1,),
-}
 TORCHVISION_BACKBONES: tuple[str, ...] = (
     "resnet18",
     "resnet34",

@@ -17,7 +17,8 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-VIEW_NAMES: tuple[str, ...] = ("longitudinal", "transverse")
+from clnm_kedro.registry import VIEWS as VIEW_NAMES
+
 SPLIT_COLUMNS: tuple[str, ...] = ("patient_id", "center", "clnm", "split", "fold")
 SPLIT_VALUES: frozenset[str] = frozenset({"train", "external"})
 

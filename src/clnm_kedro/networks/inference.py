@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from clnm_kedro.networks.data import crop_batches, to_model_input, validate_crops
+from clnm_kedro.registry import DL_PREFIX
 
 DEFAULT_INFERENCE_BATCH = 256
 
@@ -144,7 +145,7 @@ def features_and_probabilities(
 
 
 def features_table(
-    features: np.ndarray, patient_ids: pd.Series | list[str], prefix: str = "dl_"
+    features: np.ndarray, patient_ids: pd.Series | list[str], prefix: str = DL_PREFIX
 ) -> pd.DataFrame:
     """DL features keyed by patient: columns ``patient_id, dl_000, dl_001, ...``.
 

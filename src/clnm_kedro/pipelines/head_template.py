@@ -74,6 +74,7 @@ from clnm_kedro.heads import (
     training_rows,
 )
 from clnm_kedro.heads.families import single_threaded_numerics
+from clnm_kedro.registry import HEAD_MODELS, model_spec
 from clnm_kedro.reporting.predictions import PREDICTION_COLUMNS, SPLIT_ORDER
 
 logger = logging.getLogger(__name__)
@@ -81,14 +82,12 @@ logger = logging.getLogger(__name__)
 # The predictions table's columns and split order come from the output contract's one home.
 SPLIT_RANK: dict[str, int] = {split: rank for rank, split in enumerate(SPLIT_ORDER)}
 _MODEL_KEYS = frozenset({"model", "clinical_columns"})
-# Packages a logged head needs (besides this project, whose preprocessing it references).
-# Each head model and its parameter block: `clinical_modeling` builds the first, `fusion` the
-# others, and `inference` scores with all three (one mapping, so the three cannot drift apart).
+# Each head model and its parameter block (clnm_kedro.registry): `clinical_modeling` builds the
+# clinical head, `fusion` the others, and `inference` scores with all of them.
 HEAD_PARAMETER_BLOCKS: dict[str, str] = {
-    "clinical": "clinical_modeling",
-    "dl_features": "fusion.dl_features",
-    "combined": "fusion.combined",
+    model: model_spec(model).parameters for model in HEAD_MODELS
 }
+# Packages a logged head needs (besides this project, whose preprocessing it references).
 HEAD_REQUIREMENTS: tuple[str, ...] = ("scikit-learn", "catboost", "numpy", "pandas", "skops")
 
 
@@ -367,7 +366,7 @@ def compare_families(
     train = training_rows(model_input)
     external = model_input[model_input["split"] == "external"]
     X, y = feature_table(train), train["clnm"].astype(int).to_numpy()
-    columns = feature_columns(X, settings.spec.dl_prefix)
+    columns = feature_columns(X)
     options = EstimatorOptions(
         seed=settings.seed, class_weight=settings.spec.class_weight, n_jobs=settings.spec.n_jobs
     )
@@ -651,3 +650,4 @@ def create_head_pipeline(model: str, model_input: str, model_settings: str) -> P
             "params:seed": "params:seed",
         },
     )
+

@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
 from clnm_kedro.metrics import net_benefit
+from clnm_kedro.registry import VIEWS
 from clnm_kedro.reporting.calibration_stats import smoothed_calibration
 from clnm_kedro.reporting.model_metrics import auc_with_ci
 from clnm_kedro.reporting.predictions import (
@@ -42,7 +43,6 @@ __all__ = [
     "plot_training_overview",
 ]
 
-VIEW_TITLES = ("longitudinal", "transverse")
 _PANEL = 4.6  # inches per panel side
 _PALETTE = colormaps["tab10"]
 
@@ -360,7 +360,7 @@ def plot_gradcam_panel(
             plain.imshow(image, cmap="gray", vmin=0, vmax=255)
             overlay.imshow(image, cmap="gray", vmin=0, vmax=255)
             overlay.imshow(heatmaps[row, column], cmap=colour_map, vmin=0.0, vmax=1.0, alpha=alpha)
-            name = VIEW_TITLES[view] if view < len(VIEW_TITLES) else f"view {view}"
+            name = VIEWS[view] if view < len(VIEWS) else f"view {view}"
             plain.set_title(f"{name}", fontsize="small")
             overlay.set_title(f"{name}: Grad-CAM", fontsize="small")
             for axes in (plain, overlay):

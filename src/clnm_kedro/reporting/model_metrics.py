@@ -44,6 +44,7 @@ from clnm_kedro.metrics import (
 )
 from clnm_kedro.metrics.delong import _delong_covariance
 from clnm_kedro.metrics.power import paired_auc_power, power_statement
+from clnm_kedro.registry import STUDY_COMPARISONS
 from clnm_kedro.reporting.calibration_stats import CALIBRATION_KEYS, calibration_with_ci
 from clnm_kedro.reporting.predictions import (
     SPLIT_ORDER,
@@ -81,12 +82,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-STUDY_COMPARISONS: tuple[tuple[str, str], ...] = (
-    ("dl_dual", "dl_longitudinal"),
-    ("dl_dual", "dl_transverse"),
-    ("combined", "dl_features"),
-    ("combined", "clinical"),
-)
 # Keys of every metrics.json entry models.<model>.splits.<split>.
 METRIC_KEYS: tuple[str, ...] = (
     "n",

@@ -15,6 +15,8 @@ import logging
 import numpy as np
 import pandas as pd
 
+from clnm_kedro.registry import MODEL_LABELS, MODEL_NAMES
+
 __all__ = [
     "MODEL_LABELS",
     "MODEL_ORDER",
@@ -47,22 +49,8 @@ SPLIT_LABELS: dict[str, str] = {
     "train_cv": "Training centres (out-of-fold)",
     "external": "External test set",
 }
-MODEL_ORDER: tuple[str, ...] = (
-    "dl_dual",
-    "dl_longitudinal",
-    "dl_transverse",
-    "dl_features",
-    "clinical",
-    "combined",
-)
-MODEL_LABELS: dict[str, str] = {
-    "dl_dual": "DL dual-channel",
-    "dl_longitudinal": "DL longitudinal",
-    "dl_transverse": "DL transverse",
-    "dl_features": "DL_F (DL features)",
-    "clinical": "Clinical",
-    "combined": "Combined (DL_F + clinical)",
-}
+# The models in the report's order, and their names there (clnm_kedro.registry declares them).
+MODEL_ORDER: tuple[str, ...] = MODEL_NAMES
 
 _SHOWN = 5
 

@@ -24,12 +24,11 @@ from typing import Any
 
 import pandas as pd
 
+from clnm_kedro.registry import PRIMARY_MODELS  # the first present: the summary's first model
 from clnm_kedro.reporting.predictions import MODEL_ORDER, model_label
 
 __all__ = ["PRIMARY_MODELS", "calibration_words", "discrimination_word", "plain_summary"]
 
-# The first of these present is the model the summary speaks about first.
-PRIMARY_MODELS: tuple[str, ...] = ("combined", "dl_dual", "clinical")
 
 
 def _num(value: Any) -> float:

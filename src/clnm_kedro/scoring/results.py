@@ -16,18 +16,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+# The answer (PRIMARY_MODEL) and the models scored, the primary one first.
+from clnm_kedro.registry import PRIMARY_MODEL, SCORED_MODELS
+
 logger = logging.getLogger(__name__)
 
-PRIMARY_MODEL = "combined"
-# The models scored, the primary one first.
-SCORED_MODELS: tuple[str, ...] = (
-    "combined",
-    "clinical",
-    "dl_features",
-    "dl_dual",
-    "dl_longitudinal",
-    "dl_transverse",
-)
 HIGH, LOW = "high", "low"
 RESULT_COLUMNS: tuple[str, ...] = (
     "patient_id",

@@ -34,6 +34,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from tqdm.auto import tqdm
 
 from clnm_kedro.processes import process_alive, this_process
+from clnm_kedro.registry import VIEWS
 from clnm_kedro.simulation.bmode import Scanner, encode_png, render_patient
 from clnm_kedro.simulation.ceiling import perfect_reader_ceilings
 from clnm_kedro.simulation.nodule import Nodule
@@ -50,7 +51,6 @@ logger = logging.getLogger(__name__)
 #: recorded in simulation.json; bump it whenever the same parameters would give other files
 SIMULATOR_VERSION = "1.1.0"
 MANIFEST = "simulation.json"
-VIEWS = ("longitudinal", "transverse")
 ORACLE_COLUMNS = (
     "patient_id",
     "center",

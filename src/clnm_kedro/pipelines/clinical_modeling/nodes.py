@@ -1,6 +1,7 @@
-"""Nodes of the ``clinical_modeling`` pipeline: the clinical model's input tables.
+"""Nodes of the ``clinical_modeling`` pipeline: the encoded clinical table, for inspection.
 
-The head itself (tuning, refit, predictions, comparison) is the shared template in
+The model-input table is built by :mod:`clnm_kedro.pipelines.head_inputs`; the head itself
+(tuning, refit, predictions, comparison) is the shared template in
 :mod:`clnm_kedro.pipelines.head_template`.
 """
 
@@ -10,23 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from clnm_kedro.heads.tables import clinical_model_input, one_hot_clinical
-
-
-def build_clinical_model_input(
-    cohort_table: pd.DataFrame,
-    patient_splits: pd.DataFrame,
-    clinical_modeling: dict[str, Any],
-    dl_prefix: str,
-) -> pd.DataFrame:
-    """``patient_id, center, split, clnm`` + the clinical columns, one row per patient.
-
-    ``clinical_modeling.clinical_columns`` names the columns (``null``: every clinical column
-    of ``cohort_table``). Raises if a patient of ``patient_splits`` is not in ``cohort_table``.
-    """
-    return clinical_model_input(
-        cohort_table, patient_splits, clinical_modeling.get("clinical_columns"), dl_prefix
-    )
+from clnm_kedro.heads.tables import one_hot_clinical
 
 
 def encode_clinical_features(

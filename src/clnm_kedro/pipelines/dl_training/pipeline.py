@@ -1,8 +1,9 @@
 """Wiring of the ``dl_training`` pipeline: one template, instantiated per network.
 
 The template (:func:`network_training_template`) has generic dataset names (``network``,
-``training_history``, ...). :func:`create_pipeline` instantiates it in the namespaces
-``dl_dual``, ``dl_longitudinal`` and ``dl_transverse``; the datasets used outside a namespace
+``training_history``, ...). :func:`create_pipeline` instantiates it in the namespace of each
+network of :data:`clnm_kedro.registry.MODELS` (``dl_dual``, ``dl_longitudinal``,
+``dl_transverse``); the datasets used outside a namespace
 are mapped to plain names (``dl_dual_network``, ``dl_dual_training_history``, ...) because Kedro
 warns about dotted dataset names consumed outside their namespace. Each network reads the
 shared recipe ``dl_training.recipe`` and its own block ``dl_training.models.<model>``.
@@ -37,10 +38,11 @@ from clnm_kedro.pipelines.dl_training.nodes import (
     settings_node,
 )
 
+# The networks (clnm_kedro.registry): model name = namespace, parameter block, dataset prefix.
+from clnm_kedro.registry import NETWORK_MODELS
+
 logger = logging.getLogger(__name__)
 
-# The networks: model name (namespace, parameter block, prefix of its datasets).
-NETWORK_MODELS: tuple[str, ...] = ("dl_dual", "dl_longitudinal", "dl_transverse")
 # Template outputs used outside the namespace, mapped to ``<model>_<name>``.
 PUBLIC_OUTPUTS: tuple[str, ...] = (
     "network",

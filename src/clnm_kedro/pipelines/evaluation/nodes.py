@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from clnm_kedro.heads.tables import clinical_columns
+from clnm_kedro.registry import HEAD_MODELS
 from clnm_kedro.reporting import figures, model_metrics, predictions, report, tables
 from clnm_kedro.reporting.clinical_utility import net_benefit_by_model
 from clnm_kedro.reporting.gradcam import choose_gradcam_patients, gradcam_heatmaps
@@ -370,17 +371,18 @@ def build_report(
     sample_size: dict[str, Any],
     plain_summary: list[str],
     evaluation: dict[str, Any],
-    clinical_head_comparison: pd.DataFrame,
-    dl_features_head_comparison: pd.DataFrame,
-    combined_head_comparison: pd.DataFrame,
-    **report_figures: ReportFigure,
+    **comparisons_and_figures: pd.DataFrame | ReportFigure,
 ) -> str:
     """The self-contained HTML report, rendered from the packaged template or the one named by
     ``evaluation.report_template``.
 
-    Every further keyword is an embedded figure (from a figure node), by name.
+    Every further keyword is a head's classifier comparison (``<model>_head_comparison``, one
+    per head model of :mod:`clnm_kedro.registry`) or an embedded figure (from a figure node),
+    by name.
     """
     settings = EvaluationSettings.from_params(evaluation)
+    report_figures = dict(comparisons_and_figures)
+    head_comparisons = [report_figures.pop(f"{model}_head_comparison") for model in HEAD_MODELS]
     html = report.render_report(
         metrics=metrics,
         delong_tests=delong_tests,
@@ -393,11 +395,7 @@ def build_report(
         odds_ratios=clinical_odds_ratios,
         net_benefit=net_benefit,
         sample_size=sample_size,
-        classifier_comparison=[
-            clinical_head_comparison,
-            dl_features_head_comparison,
-            combined_head_comparison,
-        ],
+        classifier_comparison=head_comparisons,
         summary_sentences=plain_summary,
         net_benefit_thresholds=settings.net_benefit_thresholds,
         subgroup_min_events=settings.subgroup_min_events,

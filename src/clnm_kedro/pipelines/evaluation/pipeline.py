@@ -29,21 +29,14 @@ from clnm_kedro.pipelines.evaluation.nodes import (
     plot_training_curves,
     summarise_results,
 )
+from clnm_kedro.registry import HEAD_MODELS, NETWORK_MODELS
 
-# Every model pipeline's predictions table, gathered into `predictions`.
-PREDICTION_TABLES = [
-    "dl_predictions",
-    "clinical_predictions",
-    "dl_features_predictions",
-    "combined_predictions",
-]
-NETWORKS = ["dl_dual", "dl_longitudinal", "dl_transverse"]
+# Every model pipeline's predictions table, gathered into `predictions`: the networks' one
+# (feature_extraction) and each head's.
+PREDICTION_TABLES = ["dl_predictions", *(f"{model}_predictions" for model in HEAD_MODELS)]
+NETWORKS = list(NETWORK_MODELS)
 # The heads' classifier comparisons (clinical_modeling and fusion), shown in the report.
-HEAD_COMPARISONS = [
-    "clinical_head_comparison",
-    "dl_features_head_comparison",
-    "combined_head_comparison",
-]
+HEAD_COMPARISONS = [f"{model}_head_comparison" for model in HEAD_MODELS]
 # The parameter blocks of a training run, shown in the report. Named one by one rather than
 # taking Kedro's whole "parameters": kedro-mlflow logs a node's "parameters" input again under
 # "parameters.<key>", which doubled every MLflow parameter of the run.

@@ -1,6 +1,6 @@
 """Wiring of the ``feature_extraction`` pipeline: one template, instantiated per network.
 
-In the namespace of each network (``dl_dual``, ``dl_longitudinal``, ``dl_transverse``) the
+In the namespace of each network of :mod:`clnm_kedro.registry` (``dl_dual``, ...) the
 template reads ``<model>_network`` (the fold ensemble) and writes ``<model>_features``
 (04_feature: the out-of-fold logits of the fused and per-view classifiers for training
 patients, the ensemble's for the others) and ``<model>_probabilities`` (in memory, calibrated);
@@ -14,13 +14,13 @@ from typing import Any
 
 from kedro.pipeline import Node, Pipeline
 
-from clnm_kedro.pipelines.dl_training.pipeline import NETWORK_MODELS
 from clnm_kedro.pipelines.feature_extraction.nodes import (
     gather_network_predictions,
     predict_network_probabilities,
     score_new_patients,
     score_with_network,
 )
+from clnm_kedro.registry import NETWORK_MODELS
 
 
 def network_inference_template(with_features: bool = True, out_of_fold: bool = True) -> Pipeline:

@@ -28,13 +28,8 @@ from kedro.pipeline import Node, Pipeline
 from kedro_mlflow.pipeline.pipeline_ml import KedroMlflowPipelineMLError, PipelineML
 
 import clnm_kedro
-from clnm_kedro.pipelines.clinical_modeling.nodes import build_clinical_model_input
-from clnm_kedro.pipelines.dl_training.pipeline import NETWORK_MODELS
 from clnm_kedro.pipelines.feature_extraction.pipeline import network_inference_template
-from clnm_kedro.pipelines.fusion.nodes import (
-    build_combined_model_input,
-    build_dl_features_model_input,
-)
+from clnm_kedro.pipelines.head_inputs import model_input_node
 from clnm_kedro.pipelines.head_template import (
     HEAD_PARAMETER_BLOCKS,
     predict_with_head,
@@ -59,6 +54,7 @@ from clnm_kedro.pipelines.preprocessing.nodes import (
     validate_tables,
 )
 from clnm_kedro.pipelines.recalibrate.nodes import apply_centre_calibration
+from clnm_kedro.registry import FEATURE_NETWORK, HEAD_MODELS, NETWORK_MODELS
 
 # The project package, shipped inside the packaged model (code_paths).
 PACKAGE_DIR = Path(clnm_kedro.__file__).parent
@@ -93,6 +89,8 @@ MODEL_REQUIREMENTS: tuple[str, ...] = (
     "dcurves",  # imported by clnm_kedro.metrics (calibration, recalibration), which scoring uses
     "statsmodels",
 )
+# The DL features of new patients, from the feature network (the heads' input).
+INFERENCE_FEATURES = f"inference_{FEATURE_NETWORK}_features"
 EXCLUSIONS: tuple[str, ...] = (
     "inference_table_exclusions",
     "inference_file_exclusions",
@@ -190,13 +188,14 @@ def _preprocessing_pipeline() -> Pipeline:
 
 
 def _network_pipeline(model: str) -> Pipeline:
-    """One network's inference nodes (features only from the dual network, which feeds the
+    """One network's inference nodes (features only from the feature network, which feeds the
     heads); the same template as ``feature_extraction``, every patient scored by the fold
     ensemble and its stored calibration."""
-    template = network_inference_template(with_features=model == "dl_dual", out_of_fold=False)
+    with_features = model == FEATURE_NETWORK
+    template = network_inference_template(with_features=with_features, out_of_fold=False)
     outputs = {"probabilities": f"{model}_inference_probabilities"}
-    if model == "dl_dual":
-        outputs["features"] = "inference_dl_dual_features"
+    if with_features:
+        outputs["features"] = INFERENCE_FEATURES
     return Pipeline(
         template,
         namespace=f"{model}_inference",
@@ -240,39 +239,15 @@ def create_scoring_pipeline() -> Pipeline:
     """From the flat cohort table to one row per patient: the model packaged in MLflow."""
     model_inputs = Pipeline(
         [
-            Node(
-                build_clinical_model_input,
-                inputs=[
-                    "inference_cohort_table",
-                    "inference_scored_patients",
-                    "params:clinical_modeling",
-                    "params:heads.dl_prefix",
-                ],
-                outputs="clinical_inference_input",
-                name="build_clinical_inference_input",
-            ),
-            Node(
-                build_dl_features_model_input,
-                inputs=[
-                    "inference_dl_dual_features",
-                    "inference_scored_patients",
-                    "params:heads.dl_prefix",
-                ],
-                outputs="dl_features_inference_input",
-                name="build_dl_features_inference_input",
-            ),
-            Node(
-                build_combined_model_input,
-                inputs=[
-                    "inference_dl_dual_features",
-                    "inference_cohort_table",
-                    "inference_scored_patients",
-                    "params:fusion.combined",
-                    "params:heads.dl_prefix",
-                ],
-                outputs="combined_inference_input",
-                name="build_combined_inference_input",
-            ),
+            model_input_node(
+                model,
+                dl_features=INFERENCE_FEATURES,
+                cohort_table="inference_cohort_table",
+                patient_splits="inference_scored_patients",
+                output=f"{model}_inference_input",
+                name=f"build_{model}_inference_input",
+            )
+            for model in HEAD_MODELS
         ]
     )
     scores = {model: f"{model}_inference_probabilities" for model in NETWORK_MODELS}
@@ -334,7 +309,7 @@ def create_pipeline(**kwargs: Any) -> Pipeline:
             Node(
                 draw_inference_gradcam,
                 inputs=[
-                    "dl_dual_network",
+                    f"{FEATURE_NETWORK}_network",
                     "inference_roi_crops",
                     "inference_scored_patients",
                     MODEL_OUTPUT,
