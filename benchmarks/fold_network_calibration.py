@@ -24,8 +24,7 @@ from sklearn.metrics import roc_auc_score
 
 from clnm_kedro.metrics.calibration import calibration_intercept_slope
 from clnm_kedro.networks.cross_fitting import batched_logits, fold_assignment, load_network_file
-
-NETWORK_MODELS = ("dl_dual", "dl_longitudinal", "dl_transverse")
+from clnm_kedro.registry import NETWORK_MODELS
 
 
 def _slope(y: np.ndarray, risk: np.ndarray) -> float:
