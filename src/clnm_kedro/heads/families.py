@@ -250,7 +250,7 @@ class Family:
 
 
 # Listed from the simplest family to the most complex: the one place that order is declared.
-# The one-standard-error rule (clnm_kedro.heads.search.select_family) picks the first family
+# The one-standard-error rule (clnm_kedro.heads.selection.select_family) picks the first family
 # whose cross-validated AUC is within one standard error of the best. A linear model first;
 # k-NN (one smoothing parameter) and the RBF SVM (a smooth kernel) next; then the tree
 # ensembles, whose depth and number of leaves let them fit interactions; the neural network

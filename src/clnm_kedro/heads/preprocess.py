@@ -1,9 +1,9 @@
 """Column preprocessing and feature reduction of a classifier head.
 
 Everything built here is an unfitted scikit-learn transformer; it is fitted inside each
-cross-validation fold as part of the head's ``Pipeline`` (see ``search.build_head_pipeline``),
-so imputation values, scaling, one-hot categories and the reduction never see the rows they
-are evaluated on.
+cross-validation fold as part of the head's ``Pipeline`` (see
+``head_pipeline.build_head_pipeline``), so imputation values, scaling, one-hot categories and
+the reduction never see the rows they are evaluated on.
 
 Columns are sorted into three groups by name and dtype:
 

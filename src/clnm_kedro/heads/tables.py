@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from clnm_kedro.heads.search import NON_FEATURE_COLUMNS
+from clnm_kedro.heads.spec import NON_FEATURE_COLUMNS
 from clnm_kedro.registry import DL_PREFIX, FEATURE_NETWORK
 
 logger = logging.getLogger(__name__)
