@@ -36,7 +36,8 @@ from clnm_kedro.heads import (
     predict_head,
     select_family,
 )
-from clnm_kedro.heads.search import cv_standard_error, nested_out_of_fold
+from clnm_kedro.heads.nested import nested_out_of_fold
+from clnm_kedro.heads.selection import cv_standard_error
 from clnm_kedro.metrics.calibration import calibration_intercept_slope
 from clnm_kedro.metrics.recalibration import LogitCalibration
 from float_compare import assert_same_numbers
@@ -650,16 +651,16 @@ def test_no_class_weight_offset_and_a_balanced_one_is_calibrated_away() -> None:
 def test_nested_estimate_never_scores_a_patient_its_search_has_seen(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from clnm_kedro.heads import search  # noqa: PLC0415
+    from clnm_kedro.heads import nested  # noqa: PLC0415
 
     searched: list[set[int]] = []
-    original = search.fit_head
+    original = nested.fit_head
 
     def spy(X: pd.DataFrame, y: np.ndarray, *args: Any, **kwargs: Any) -> Any:
         searched.append(set(X.index))
         return original(X, y, *args, **kwargs)
 
-    monkeypatch.setattr(search, "fit_head", spy)
+    monkeypatch.setattr(nested, "fit_head", spy)
     X, y = make_table(90)
     spec = small_spec(families=["logistic_regression", "knn"], n_trials=1, outer_cv={"n_splits": 3})
     risks, folds = nested_out_of_fold(X, y, spec)

@@ -25,7 +25,9 @@ from mlflow import MlflowClient
 from sklearn.base import clone
 from sklearn.model_selection import RepeatedStratifiedKFold
 
-from clnm_kedro.heads.search import calibrate_head, nested_out_of_fold, selection_out_of_fold
+from clnm_kedro.heads.head_pipeline import selection_out_of_fold
+from clnm_kedro.heads.nested import nested_out_of_fold
+from clnm_kedro.heads.search import calibrate_head
 from clnm_kedro.heads.tables import clinical_model_input, combined_model_input
 from clnm_kedro.pipelines.clinical_modeling import create_pipeline as clinical_pipeline
 from clnm_kedro.pipelines.fusion import create_pipeline as fusion_pipeline

@@ -22,7 +22,8 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from clnm_kedro.heads.search import HeadSpec, open_storage, tune_family
+from clnm_kedro.heads.spec import HeadSpec
+from clnm_kedro.heads.studies import open_storage, tune_family
 
 POSTGRES_URL = os.environ.get("CLNM_TEST_POSTGRES_URL")
 N_TRIALS = 12
@@ -39,10 +40,10 @@ WORKER = """
 import json, sys, time
 from pathlib import Path
 import numpy as np, pandas as pd
-from clnm_kedro.heads import search
+from clnm_kedro.heads import search, studies
 
 url, model, worker, folder, n_trials, families = sys.argv[1:7]
-original = search.make_objective
+original = studies.make_objective
 
 def tagged_objective(*args, **kwargs):
     objective = original(*args, **kwargs)
@@ -52,7 +53,7 @@ def tagged_objective(*args, **kwargs):
         return objective(trial)
     return run
 
-search.make_objective = tagged_objective
+studies.make_objective = tagged_objective
 rng = np.random.default_rng(0)
 X = pd.DataFrame({"age": rng.normal(45, 11, 160), "tumor_size_mm": rng.uniform(2, 10, 160),
                   "hashimoto": rng.integers(0, 2, 160).astype(float)})

@@ -47,7 +47,7 @@ from mlflow import MlflowClient
 from PIL import Image
 
 import clnm_kedro
-from clnm_kedro.heads.search import optuna_figures
+from clnm_kedro.heads.figures import optuna_figures
 from clnm_kedro.hooks import (
     DEFAULT_TORCH_THREADS,
     JOURNAL_NAME,
@@ -708,7 +708,7 @@ def test_tied_trials_never_crash_and_a_failing_plot_gives_a_figure_saying_why(
     from optuna.visualization import matplotlib as optuna_matplotlib  # noqa: PLC0415
 
     monkeypatch.setattr(optuna_matplotlib, "plot_param_importances", fails)
-    with caplog.at_level(logging.WARNING, logger="clnm_kedro.heads.search"):
+    with caplog.at_level(logging.WARNING, logger="clnm_kedro.heads.figures"):
         importances = optuna_figures(varied)["param_importances"]
     assert importances is not None
     texts = " ".join(t.get_text() for t in importances.axes[0].texts)
