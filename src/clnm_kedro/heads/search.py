@@ -74,15 +74,6 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    # nested_out_of_fold too (lazily: clnm_kedro.heads.nested imports fit_head from here).
-    if name == "nested_out_of_fold":
-        from clnm_kedro.heads.nested import nested_out_of_fold  # noqa: PLC0415
-
-        return nested_out_of_fold
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def fit_head(
     X: pd.DataFrame,
     y: pd.Series | np.ndarray,
