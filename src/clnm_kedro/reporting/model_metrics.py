@@ -503,6 +503,12 @@ def split_metrics(
         "threshold": threshold,
     }
     margins = None if row_thresholds is None else p - np.asarray(row_thresholds, dtype=float)
+    if margins is not None and not np.isfinite(margins).all():
+        logger.warning(
+            "%s: too few patients of one outcome to choose a cut-off without each patient; "
+            "sensitivity, specificity and the other rates are not reported here.",
+            context,
+        )
     if math.isfinite(threshold) and margins is not None and np.isfinite(margins).all():
         result.update(classification_metrics(y, margins, 0.0))
     elif math.isfinite(threshold) and margins is None:
