@@ -25,6 +25,7 @@ from clnm_kedro.pipelines.evaluation import create_pipeline
 from clnm_kedro.pipelines.evaluation.nodes import plot_decision_curves, plot_roc
 from clnm_kedro.pipelines.evaluation.pipeline import REPORTED_PARAMETERS
 from clnm_kedro.reporting.predictions import MODEL_LABELS
+from clnm_kedro.reporting.report import _head_estimates
 from clnm_kedro.reporting.tables import format_auc
 
 torch.set_num_threads(1)
@@ -97,6 +98,7 @@ def synthetic_inputs(oracle: bool = True) -> dict[str, Any]:
             "train_auc": [0.74, 0.93],
             "external_auc": [0.70, 0.66],
             "n_trials": [10, 10],
+            "train_cv_estimate": ["nested", "nested"],
         }
     )
     inputs: dict[str, Any] = {
@@ -206,6 +208,18 @@ def test_report_contains_every_model_table_and_section(report: str, evaluated: D
     assert first_auc in report
     assert "evaluation.calibration_bins" in report  # the run's parameters, flattened
     assert "<td>103</td>" in report  # data-quality counts
+    # Methods say how the out-of-fold rows were made (the heads' comparisons say nested).
+    assert "outer fold of a nested cross-validation" in report
+    # ... and that these networks (train and external rows only) have no out-of-fold rows.
+    assert "each network was trained once on every training patient" in report
+
+
+def test_methods_name_the_heads_out_of_fold_estimate() -> None:
+    nested = pd.DataFrame({"train_cv_estimate": ["nested", "nested"]})
+    selection = pd.DataFrame({"train_cv_estimate": ["selection"]})
+    assert _head_estimates([nested, nested]) == ["nested"]
+    assert _head_estimates([nested, selection, None, pd.DataFrame()]) == ["nested", "selection"]
+    assert _head_estimates([]) == []
 
 
 def test_report_refers_to_no_network_resource(report: str) -> None:

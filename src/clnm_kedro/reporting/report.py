@@ -22,6 +22,7 @@ import jinja2
 import pandas as pd
 from matplotlib.figure import Figure
 
+from clnm_kedro.registry import NETWORK_MODELS
 from clnm_kedro.reporting import tables
 from clnm_kedro.reporting.figures import plot_oracle_comparison
 from clnm_kedro.reporting.predictions import SPLIT_ORDER, model_label, split_label
@@ -208,6 +209,16 @@ def load_template(path: str | Path | None = None) -> jinja2.Template:
         raise ReportTemplateError(f"The report template {name!r} is not valid: {error}") from error
 
 
+def _head_estimates(comparisons: Sequence[pd.DataFrame]) -> list[str]:
+    """Which ``train_cv`` estimate the heads' out-of-fold rows are (``nested``,
+    ``selection``), from their classifier comparisons."""
+    found: set[str] = set()
+    for frame in comparisons:
+        if frame is not None and "train_cv_estimate" in getattr(frame, "columns", ()):
+            found |= set(frame["train_cv_estimate"].dropna().astype(str))
+    return sorted(found)
+
+
 def render_report(
     *,
     metrics: Mapping[str, Any],
@@ -361,6 +372,11 @@ def render_report(
             "min_events": subgroup_min_events,
         },
         "classifiers": as_table(tables.classifier_comparison_table(classifier_comparison)),
+        "head_estimates": _head_estimates(classifier_comparison),
+        "networks_out_of_fold": any(
+            "train_cv" in (metrics.get("models", {}).get(model, {}).get("splits") or {})
+            for model in NETWORK_MODELS
+        ),
         "oracle": oracle,
         "figures": placed,
         "other_figures": others,
