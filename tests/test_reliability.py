@@ -820,3 +820,32 @@ def test_an_evaluation_figure_that_fails_is_replaced_by_one_saying_why(
     assert texts.startswith("Not drawn: ")
     assert "could not be drawn" in caplog.text and "Decision curves" in caplog.text
     assert "not drawn" in str(embedded)
+
+
+def test_a_training_curve_or_an_inference_overlay_that_fails_says_why(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The networks' training-curve figure and one patient's Grad-CAM overlay in inference are
+    extras too: a failure gives a figure naming it (and a warning), never a stopped run or a
+    lost batch of overlays."""
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    from clnm_kedro.pipelines.dl_training.nodes import plot_training_curve  # noqa: PLC0415
+    from clnm_kedro.pipelines.inference.nodes import _gradcam_figure  # noqa: PLC0415
+
+    class Broken(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            raise RuntimeError("no weights")
+
+    with caplog.at_level(logging.WARNING, logger="clnm_kedro.reporting.not_drawn"):
+        curve = plot_training_curve(
+            pd.DataFrame({"nothing": [1.0]}),  # no loss, no epochs
+            {"best_epoch": 1},
+            SimpleNamespace(model="dl_dual"),
+        )
+        overlay = _gradcam_figure(
+            Broken(), np.zeros((1, 2, 32, 32), dtype=np.uint8), "B007", "risk 0.30, low"
+        )
+    for figure in (curve, overlay):
+        assert " ".join(t.get_text() for t in figure.axes[0].texts).startswith("Not drawn: ")
+    assert "Grad-CAM of patient B007" in caplog.text and "training on the training" in caplog.text

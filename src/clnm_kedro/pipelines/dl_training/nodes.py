@@ -41,6 +41,7 @@ from clnm_kedro.networks.cross_fitting import (
     check_fold_count,
     fold_rows,
 )
+from clnm_kedro.reporting.not_drawn import not_drawn
 from clnm_kedro.reporting.predictions import model_label
 
 logger = logging.getLogger(__name__)
@@ -360,12 +361,15 @@ def collect_training_metrics(
 def plot_training_curve(
     training_history: pd.DataFrame, training_summary: dict[str, Any], settings: NetworkSettings
 ) -> Figure:
-    """Loss and internal-validation AUC per epoch, the epoch whose weights were kept marked."""
-    return plot_training_curves(
-        training_history,
-        best_epoch=int(training_summary["best_epoch"]),
-        title=f"{model_label(settings.model)}: training on the training centres",
-    )
+    """Loss and internal-validation AUC per epoch, the epoch whose weights were kept marked
+    (a figure that cannot be drawn says so and why, logged, instead of stopping the run)."""
+    title = f"{model_label(settings.model)}: training on the training centres"
+    try:
+        return plot_training_curves(
+            training_history, best_epoch=int(training_summary["best_epoch"]), title=title
+        )
+    except Exception as error:  # a figure is an extra: it never sinks the run
+        return not_drawn(title, error)
 
 
 def log_network_to_mlflow(network: nn.Module, settings: NetworkSettings) -> dict[str, Any]:

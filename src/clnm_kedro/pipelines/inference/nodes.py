@@ -28,6 +28,7 @@ from clnm_kedro.heads import HeadSpec
 from clnm_kedro.reporting.figures import plot_gradcam_panel
 from clnm_kedro.reporting.gradcam import gradcam_heatmaps
 from clnm_kedro.reporting.model_metrics import EvaluationSettings
+from clnm_kedro.reporting.not_drawn import not_drawn
 from clnm_kedro.scoring import (
     TableCohort,
     assemble_results,
@@ -167,12 +168,16 @@ def list_inference_errors(
 
 
 def _gradcam_figure(network: nn.Module, crops: np.ndarray, patient: str, risk: str) -> Figure:
-    """Both views of one patient with the dual-channel network's Grad-CAM overlay."""
-    result = gradcam_heatmaps(network, crops)
-    caption = f"{patient}\n{risk}\nDL dual {result.probabilities[0]:.2f}"
-    return plot_gradcam_panel(
-        crops, result.heatmaps, result.views, [caption], title="Grad-CAM: DL dual-channel"
-    )
+    """Both views of one patient with the dual-channel network's Grad-CAM overlay; a figure
+    that cannot be drawn says so and why (logged) instead of stopping the other patients'."""
+    try:
+        result = gradcam_heatmaps(network, crops)
+        caption = f"{patient}\n{risk}\nDL dual {result.probabilities[0]:.2f}"
+        return plot_gradcam_panel(
+            crops, result.heatmaps, result.views, [caption], title="Grad-CAM: DL dual-channel"
+        )
+    except Exception as error:  # an overlay is an extra: it never sinks the batch
+        return not_drawn(f"Grad-CAM of patient {patient}", error)
 
 
 def draw_inference_gradcam(
