@@ -24,6 +24,7 @@ from clnm_kedro.networks import (
 )
 from clnm_kedro.networks import training as training_module
 from clnm_kedro.networks.data import batches_per_epoch, epoch_batches
+from float_compare import assert_same_numbers
 
 SIZE = 32
 
@@ -236,7 +237,7 @@ def test_equal_validation_auc_keeps_the_lower_validation_loss(monkeypatch) -> No
     assert result.best_epoch == history.loc[history["val_loss"].idxmin(), "epoch"]
 
 
-def test_checkpoint_round_trip_gives_identical_outputs(tmp_path) -> None:
+def test_checkpoint_round_trip_gives_the_same_weights_and_outputs(tmp_path) -> None:
     crops, splits = _cohort()
     result = train_network(
         crops, splits, _config(epochs=1, imbalance="balanced_sampler", schedule="one_cycle"), seed=2
@@ -245,8 +246,9 @@ def test_checkpoint_round_trip_gives_identical_outputs(tmp_path) -> None:
     save_checkpoint(result, path)
     model, config = load_checkpoint(path)
     assert config == result.config
-    _assert_same_state(model.state_dict(), result.state_dict)
-    np.testing.assert_array_equal(
+    _assert_same_state(model.state_dict(), result.state_dict)  # the weights: bit for bit
+    # Their outputs: a reloaded network is another code path (docs of float_compare).
+    assert_same_numbers(
         predict_probabilities(model, crops), predict_probabilities(result.network(), crops)
     )
     with pytest.raises(FileNotFoundError, match="does not exist"):
