@@ -411,17 +411,16 @@ def _rates_per_row(y: np.ndarray, matrix: np.ndarray, threshold: float) -> dict[
 def _bootstrap_metrics(
     y: np.ndarray,
     p: np.ndarray,
-    threshold: float,
     settings: EvaluationSettings,
     seed: int,
     *,
-    margins: np.ndarray | None = None,
+    rates: tuple[np.ndarray, float] | None,
 ) -> dict[str, float]:
     """Stratified bootstrap percentile intervals of :data:`BOOTSTRAP_METRICS`.
 
-    The threshold stays fixed (it is not re-chosen in each resample). ``margins``
-    (``p - threshold_i`` with a cut-off per patient) classify instead of ``p >= threshold``;
-    the same seed resamples the same patients for every metric.
+    ``rates``: the scores and the cut-off the rates classify with (``scores >= cut-off``; see
+    :func:`split_metrics`), kept fixed in each resample; ``None``: no rate intervals. The same
+    seed resamples the same patients for every metric.
     """
     result = {
         f"{name}_boot_{bound}": NAN for name in BOOTSTRAP_METRICS for bound in ("lower", "upper")
@@ -432,8 +431,8 @@ def _bootstrap_metrics(
         "auc": auc_per_row,
         "brier": lambda labels, matrix: np.mean((matrix - labels[np.newaxis, :]) ** 2, axis=1),
     }
-    rate_scores, rate_threshold = (p, threshold) if margins is None else (margins, 0.0)
-    if math.isfinite(threshold) and np.isfinite(rate_scores).all():
+    rate_scores, rate_threshold = rates if rates is not None else (p, NAN)
+    if rates is not None and np.isfinite(rate_scores).all():
         for name in ("sensitivity", "specificity", "accuracy", "ppv", "npv"):
             batch[name] = lambda labels, matrix, name=name: _rates_per_row(
                 labels, matrix, rate_threshold
@@ -502,17 +501,22 @@ def split_metrics(
         "auc_upper": upper,
         "threshold": threshold,
     }
-    margins = None if row_thresholds is None else p - np.asarray(row_thresholds, dtype=float)
-    if margins is not None and not np.isfinite(margins).all():
-        logger.warning(
-            "%s: too few patients of one outcome to choose a cut-off without each patient; "
-            "sensitivity, specificity and the other rates are not reported here.",
-            context,
-        )
-    if math.isfinite(threshold) and margins is not None and np.isfinite(margins).all():
-        result.update(classification_metrics(y, margins, 0.0))
-    elif math.isfinite(threshold) and margins is None:
-        result.update(classification_metrics(y, p, threshold))
+    # What the rates classify with, decided once for the rates and their intervals:
+    # p >= threshold or, with row_thresholds, each patient's margin over its own cut-off >= 0.
+    rates = (p, threshold) if math.isfinite(threshold) else None
+    if row_thresholds is not None:
+        margins = p - np.asarray(row_thresholds, dtype=float)
+        if not np.isfinite(margins).all():
+            logger.warning(
+                "%s: too few patients of one outcome to choose a cut-off without each "
+                "patient; sensitivity, specificity and the other rates are not reported here.",
+                context,
+            )
+            rates = None
+        elif rates is not None:
+            rates = (margins, 0.0)
+    if rates is not None:
+        result.update(classification_metrics(y, *rates))
     else:
         result.update(
             {name: NAN for name in ("sensitivity", "specificity", "accuracy", "ppv", "npv")}
@@ -535,7 +539,7 @@ def split_metrics(
     except ValueError as error:
         logger.warning("%s: Hosmer-Lemeshow test not computed (%s)", context, error)
     if settings.bootstrap:
-        result.update(_bootstrap_metrics(y, p, threshold, settings, seed, margins=margins))
+        result.update(_bootstrap_metrics(y, p, settings, seed, rates=rates))
     return result
 
 
