@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
+from clnm_kedro.datasets import NumpyDataset, TableCSVDataset
 from clnm_kedro.metrics.calibration import calibration_intercept_slope
 from clnm_kedro.networks.cross_fitting import batched_logits, fold_assignment, load_network_file
 from clnm_kedro.registry import NETWORK_MODELS
@@ -35,12 +36,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("data"), help="the run's data folder")
     args = parser.parse_args()
-    splits = pd.read_csv(
-        args.data / "03_primary" / "patient_splits.csv",
-        dtype={"patient_id": str, "center": str},
-        keep_default_na=False,
-    )
-    crops = np.load(args.data / "03_primary" / "roi_crops.npy")
+    # Read back as the pipelines wrote them (the catalog's datasets for these files).
+    splits = TableCSVDataset(filepath=str(args.data / "03_primary" / "patient_splits.csv")).load()
+    crops = NumpyDataset(filepath=str(args.data / "03_primary" / "roi_crops.npy")).load()
     y = splits["clnm"].astype(int).to_numpy()
     external = splits["split"].ne("train").to_numpy()
     rows = []
