@@ -137,16 +137,23 @@ def test_dl_inputs_of_training_patients_come_from_the_network_that_did_not_see_t
     network = result.network()
     features, probabilities = score_with_network(network, crops, splits, {"batch_size": 8})
     train = splits["split"].eq("train").to_numpy()
+    fold_of = splits["fold"].astype(int).to_numpy()
     for row in np.flatnonzero(train):
         patient, fold = splits.at[row, "patient_id"], int(splits.at[row, "fold"])
         assert probabilities.at[row, "source"] == f"fold_{fold}"
         assert patient in folds[fold].held_out_patient_ids
         assert patient not in folds[fold].fit_patient_ids + folds[fold].validation_patient_ids
         assert patient in summary["folds"][fold]["held_out_patient_ids"]
+        # Its DL input: the own network's fused logit, standardised by the mean and SD of that
+        # network's logits on the *other* patients it held out (no label, not the patient).
         own = network.folds[fold]
+        group = np.flatnonzero(train & (fold_of == fold))
         with torch.no_grad():
-            fused = own(torch.from_numpy(crops[row : row + 1]).float() / 255)
-        np.testing.assert_allclose(features.at[row, "dl_000"], float(fused), rtol=1e-4, atol=1e-5)
+            raw = own(torch.from_numpy(crops[group]).float() / 255).numpy().astype(float)
+        mine = raw[group == row][0]
+        others = raw[group != row]
+        expected = (mine - others.mean()) / others.std(ddof=1)
+        np.testing.assert_allclose(features.at[row, "dl_000"], expected, rtol=1e-4, atol=1e-4)
     assert (probabilities.loc[~train, "source"] == ENSEMBLE).all()
     assert list(features.columns) == ["patient_id", "dl_000", "dl_001", "dl_002"]
     # New patients (inference) always get the ensemble, even under a training patient's ID.
@@ -199,6 +206,8 @@ def test_fold_checkpoint_round_trip_and_leak_checks(tmp_path: Path) -> None:
     loaded = TorchModelDataset(str(path)).load()
     assert isinstance(loaded, FoldEnsemble) and not loaded.training
     assert loaded.calibration == result.calibration
+    assert not loaded.standardisation.is_identity  # stored with the weights
+    np.testing.assert_array_equal(loaded.standardisation.scale, result.standardisation.scale)
     assert_same_numbers(
         cross_fitted_logits(loaded, crops, fold_assignment(loaded, splits)).logits,
         cross_fitted_logits(result.network(), crops, fold_assignment(loaded, splits)).logits,

@@ -37,7 +37,7 @@ from clnm_kedro.heads import (
     select_family,
 )
 from clnm_kedro.heads.nested import nested_out_of_fold
-from clnm_kedro.heads.selection import cv_standard_error
+from clnm_kedro.heads.selection import cv_standard_error, within_one_standard_error
 from clnm_kedro.metrics.calibration import calibration_intercept_slope
 from clnm_kedro.metrics.recalibration import LogitCalibration
 from float_compare import assert_same_numbers
@@ -375,7 +375,7 @@ def test_best_family_is_refitted_and_compared() -> None:
     table = result.comparison
     assert list(table["family"]) == ["logistic_regression", "knn", "catboost", "svm"]
     assert list(table["model"]) == ["combined"] * 4
-    best = table.loc[table["cv_auc"].idxmax()]
+    best = table.loc[table["cv_log_loss"].idxmin()]  # heads.selection.metric: log_loss
     assert bool(best["selected"]) and table["selected"].sum() == 1
     assert result.family == best["family"]
     assert result.cv_auc == pytest.approx(best["cv_auc"])
@@ -520,7 +520,8 @@ def test_optuna_figures() -> None:
     }
     several = fit_head(X, y, small_spec(n_trials=4), storage_url=None)
     # optuna-dashboard names the objective after this (not "Objective Value")
-    assert several.studies["logistic_regression"].metric_names == ["cv_auc"]
+    assert several.studies["logistic_regression"].metric_names == ["cv_log_loss"]
+    assert several.studies["logistic_regression"].direction.name == "MINIMIZE"
     style = dict(plt.rcParams)
     figures = optuna_figures(several.studies["logistic_regression"])
     assert all(isinstance(f, Figure) for f in figures.values())
@@ -564,10 +565,10 @@ def test_predicting_needs_the_fitted_feature_columns() -> None:
 # --------------------------------------------------------------------------------------
 
 
-def score_table(rows: dict[str, tuple[float, float]]) -> pd.DataFrame:
-    """A fabricated comparison: family -> (cv_auc, cv_auc_se), in a scrambled order."""
+def score_table(rows: dict[str, tuple[float, float]], metric: str = "auc") -> pd.DataFrame:
+    """A fabricated comparison: family -> (cv score, its SE), in a scrambled order."""
     return pd.DataFrame(
-        [{"family": f, "cv_auc": auc, "cv_auc_se": se} for f, (auc, se) in rows.items()]
+        [{"family": f, f"cv_{metric}": v, f"cv_{metric}_se": se} for f, (v, se) in rows.items()]
     )
 
 
@@ -576,11 +577,34 @@ def test_one_standard_error_rule_prefers_the_simpler_family_within_noise() -> No
     table = score_table(
         {"catboost": (0.815, 0.02), "svm": (0.805, 0.03), "logistic_regression": (0.800, 0.02)}
     )
-    chosen, reason = select_family(table)
+    chosen, reason = select_family(table, metric="auc")
     assert table["family"][chosen] == "logistic_regression"
     assert "within one standard error" in reason and "catboost" in reason
     # The maximum rule takes catboost.
+    assert table["family"][select_family(table, "best", "auc")[0]] == "catboost"
+
+
+def test_one_standard_error_rule_on_log_loss_where_lower_is_better() -> None:
+    # catboost has the lowest log loss (0.560, SE 0.02): logistic regression (0.575) is within
+    # one SE of it and simplest; svm (0.590) is not.
+    table = score_table(
+        {"catboost": (0.560, 0.02), "svm": (0.590, 0.03), "logistic_regression": (0.575, 0.02)},
+        metric="log_loss",
+    )
+    chosen, reason = select_family(table)
+    assert table["family"][chosen] == "logistic_regression"
+    assert "log loss" in reason and "<= catboost 0.560 + SE 0.020 = 0.580" in reason
     assert table["family"][select_family(table, "best")[0]] == "catboost"
+    within = within_one_standard_error(table)
+    assert dict(zip(table["family"], within, strict=True)) == {
+        "catboost": True, "svm": False, "logistic_regression": True
+    }
+    table = score_table(
+        {"logistic_regression": (0.65, 0.01), "catboost": (0.56, 0.01)}, metric="log_loss"
+    )
+    assert table["family"][select_family(table)[0]] == "catboost"
+    with pytest.raises(ValueError, match="selection metric"):
+        select_family(table, metric="brier")
 
 
 def test_one_standard_error_rule_keeps_a_clearly_better_family() -> None:
@@ -588,16 +612,16 @@ def test_one_standard_error_rule_keeps_a_clearly_better_family() -> None:
     table = score_table(
         {"logistic_regression": (0.70, 0.02), "svm": (0.79, 0.02), "catboost": (0.80, 0.02)}
     )
-    assert table["family"][select_family(table)[0]] == "svm"
+    assert table["family"][select_family(table, metric="auc")[0]] == "svm"
     table = score_table({"logistic_regression": (0.70, 0.02), "catboost": (0.80, 0.02)})
-    chosen, reason = select_family(table)
+    chosen, reason = select_family(table, metric="auc")
     assert table["family"][chosen] == "catboost"
     assert "no simpler family" in reason
 
 
 def test_one_standard_error_rule_without_a_standard_error_takes_the_best() -> None:
     table = score_table({"logistic_regression": (0.70, np.nan), "mlp": (0.71, np.nan)})
-    chosen, reason = select_family(table)
+    chosen, reason = select_family(table, metric="auc")
     assert table["family"][chosen] == "mlp" and "could not be applied" in reason
 
 
@@ -610,6 +634,7 @@ def test_complexity_order_is_declared_once_in_the_registry() -> None:
     table = result.comparison
     assert table["complexity"].tolist() == [list(FAMILIES).index(f) for f in table["family"]]
     assert (table["n_folds"] == 3).all() and (table["cv_auc_se"] > 0).all()
+    assert (table["cv_log_loss_se"] > 0).all() and table["cv_log_loss"].between(0, 5).all()
     chosen, reason = select_family(table)
     assert bool(table["selected"][chosen]) and result.selection_reason == reason
 

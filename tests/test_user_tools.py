@@ -360,8 +360,9 @@ def test_optuna_dashboard_shows_every_head_study(tracked_project: Path) -> None:
             ) as response:
                 study = json.load(response)
             assert len(study["trials"]) == 2  # SMALL_RUN: heads.n_trials
-            best = max(trial["values"][0] for trial in study["trials"])
-            assert best == pytest.approx(selection["cv_auc"])
+            # the objective is the mean CV log loss (heads.selection.metric), minimised
+            best = min(trial["values"][0] for trial in study["trials"])
+            assert best == pytest.approx(selection["cv_log_loss"])
     finally:
         server.shutdown()
         server.server_close()

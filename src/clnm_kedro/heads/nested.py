@@ -38,6 +38,9 @@ def _outer_fold(
     return scores, {
         "family": inner.family,
         "inner_cv_auc": inner.cv_auc,
+        "inner_cv_log_loss": float(
+            inner.comparison.loc[inner.comparison["selected"], "cv_log_loss"].iloc[0]
+        ),
         "calibration_intercept": calibration.intercept,
         "calibration_slope": calibration.slope,
     }
@@ -63,7 +66,7 @@ def nested_out_of_fold(
     -------
     tuple
         Calibrated probability of each row of ``X``, and one row per outer fold: ``fold,
-        n_patients, family, inner_cv_auc, outer_auc, calibration_intercept,
+        n_patients, family, inner_cv_auc, inner_cv_log_loss, outer_auc, calibration_intercept,
         calibration_slope``.
     """
     spec = HeadSpec.from_params(spec)
@@ -96,6 +99,7 @@ def nested_out_of_fold(
                 "n_patients": len(test_index),
                 "family": row["family"],
                 "inner_cv_auc": row["inner_cv_auc"],
+                "inner_cv_log_loss": row["inner_cv_log_loss"],
                 "outer_auc": outer_auc,
                 "calibration_intercept": row["calibration_intercept"],
                 "calibration_slope": row["calibration_slope"],

@@ -35,7 +35,12 @@ from clnm_kedro.heads.head_pipeline import (
     selection_out_of_fold,
 )
 from clnm_kedro.heads.preprocess import DEFAULT_DL_PREFIX, feature_columns
-from clnm_kedro.heads.selection import _comparison_row, cv_standard_error, select_family
+from clnm_kedro.heads.selection import (
+    _comparison_row,
+    cv_standard_error,
+    select_family,
+    within_one_standard_error,
+)
 from clnm_kedro.heads.spec import (
     NON_FEATURE_COLUMNS,
     HeadResult,
@@ -136,24 +141,23 @@ def fit_head(
             )
             rows.append(row)
             logger.info(
-                "%s model, %s: best cross-validated AUC %.3f over %d trials (%d stopped early), "
-                "%.1f s.",
+                "%s model, %s: best cross-validated log loss %.3f (AUC %.3f) over %d trials "
+                "(%d stopped early), %.1f s.",
                 model_name,
                 family,
+                row["cv_log_loss"],
                 row["cv_auc"],
                 row["n_trials"],
                 row["n_pruned"],
                 seconds,
             )
     comparison = pd.DataFrame(rows)
-    if comparison["cv_auc"].isna().all():
+    if comparison[f"cv_{spec.selection_metric}"].isna().all():
         raise ValueError(
             f"No trial of any family completed for model {model_name!r}; raise heads.timeout_s."
         )
-    best, reason = select_family(comparison, spec.selection_rule)
-    top = comparison["cv_auc"].max()
-    floor = top - comparison.loc[comparison["cv_auc"].idxmax(), "cv_auc_se"]
-    comparison["within_one_se"] = comparison["cv_auc"] >= floor
+    best, reason = select_family(comparison, spec.selection_rule, spec.selection_metric)
+    comparison["within_one_se"] = within_one_standard_error(comparison, spec.selection_metric)
     comparison["selected"] = np.arange(len(comparison)) == best
     family = str(comparison.loc[best, "family"])
     params = resolved_parameters(family, studies[family].best_params, spec.search_space)

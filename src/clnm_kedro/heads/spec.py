@@ -39,6 +39,11 @@ _HEAD_KEYS = frozenset(
     }
 )
 SELECTION_RULES: tuple[str, ...] = ("one_standard_error", "best")
+# What the search optimises and the selection compares: the mean cross-validated log loss (a
+# proper scoring rule: it rewards discrimination and calibration together, so a penalty cannot
+# run to a bound that flattens every probability, as it can when only the ranking counts) or
+# the mean cross-validated AUC.
+SELECTION_METRICS: tuple[str, ...] = ("log_loss", "auc")
 
 
 @dataclass(frozen=True)
@@ -71,8 +76,11 @@ class HeadSpec:
         search space / CV / seed stops the run, or is deleted and started over).
     selection_rule
         ``"one_standard_error"`` (default): the simplest family (complexity order of
-        :data:`~clnm_kedro.heads.families.FAMILIES`) whose CV AUC is within one standard error
-        of the best; ``"best"``: the highest CV AUC.
+        :data:`~clnm_kedro.heads.families.FAMILIES`) whose CV score is within one standard
+        error of the best; ``"best"``: the best CV score.
+    selection_metric
+        The CV score the trials optimise and the selection compares: ``"log_loss"`` (default,
+        lower is better) or ``"auc"``.
     outer_splits
         ``None``: the ``train_cv`` estimate is the selection CV itself (optimistic: the same
         folds chose the family and hyperparameters); ``k >= 2``: nested CV, the whole search
@@ -95,6 +103,7 @@ class HeadSpec:
     pruner_warmup_folds: int = 1
     if_stored_study_differs: Literal["new_study", "error", "replace"] = "new_study"
     selection_rule: Literal["one_standard_error", "best"] = "one_standard_error"
+    selection_metric: Literal["log_loss", "auc"] = "log_loss"
     outer_splits: int | None = None
     outer_jobs: int = 1
 
@@ -121,6 +130,11 @@ class HeadSpec:
             raise ValueError(
                 f"heads.selection.rule must be one of {list(SELECTION_RULES)}; got "
                 f"{self.selection_rule!r}."
+            )
+        if self.selection_metric not in SELECTION_METRICS:
+            raise ValueError(
+                f"heads.selection.metric must be one of {list(SELECTION_METRICS)}; got "
+                f"{self.selection_metric!r}."
             )
         if self.outer_splits is not None:
             _check_positive_int("outer_cv.n_splits", self.outer_splits, minimum=2)
@@ -164,7 +178,7 @@ class HeadSpec:
         for block, allowed in (
             ("cv", {"n_splits", "n_repeats"}),
             ("pruner", {"n_startup_trials", "n_warmup_steps"}),
-            ("selection", {"rule"}),
+            ("selection", {"rule", "metric"}),
             ("outer_cv", {"n_splits", "n_jobs"}),
         ):
             if not isinstance(blocks[block], Mapping):
@@ -200,6 +214,7 @@ class HeadSpec:
             pruner_warmup_folds=pruner.get("n_warmup_steps", 1),
             if_stored_study_differs=params.get("if_stored_study_differs", "new_study"),
             selection_rule=blocks["selection"].get("rule", "one_standard_error"),
+            selection_metric=blocks["selection"].get("metric", "log_loss"),
             outer_splits=blocks["outer_cv"].get("n_splits"),
             outer_jobs=blocks["outer_cv"].get("n_jobs", 1),
         )
@@ -221,9 +236,10 @@ class HeadResult:
         Its hyperparameters: searched and fixed, reduction as ``reduction_method`` /
         ``reduction_n_components``.
     cv_auc
-        Its best mean cross-validated AUC.
+        The mean cross-validated AUC of its best trial.
     comparison
-        One row per family: ``model, family, cv_auc, cv_auc_se, n_folds, complexity,
+        One row per family: ``model, family, cv_log_loss, cv_log_loss_se, cv_auc, cv_auc_se,
+        n_folds, complexity,
         within_one_se, n_trials, n_pruned, search_seconds, best_params`` (JSON), ``study``
         (its Optuna study name), ``selected``.
     out_of_fold

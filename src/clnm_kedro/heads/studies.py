@@ -6,9 +6,11 @@ default its name carries a short fingerprint of what makes trials comparable —
 rows and labels, the family's search space, the CV, class weighting and seed — e.g.
 ``clinical.logistic_regression.3f9a2c1b``; with ``if_stored_study_differs: error`` or
 ``replace`` it is plain ``<model>.<family>``. A trial's
-objective is the mean ROC AUC of a seeded, stratified, repeated k-fold cross-validation of
-the whole head pipeline (preprocessing + reduction + classifier, cloned and fitted inside
-every fold). The running mean is reported after each fold so that poor trials stop early.
+objective (``heads.selection.metric``) is the mean log loss (default; minimised) or the mean
+ROC AUC (maximised) of a seeded, stratified, repeated k-fold cross-validation of the whole head
+pipeline (preprocessing + reduction + classifier, cloned and fitted inside every fold); both
+are kept per fold for every trial. The running mean is reported after each fold so that poor
+trials stop early.
 
 Studies persist in an Optuna storage (``sqlite:///data/06_models/optuna.db`` by default; any
 SQLAlchemy URL, e.g. PostgreSQL, lets several workers share a study). Rerunning continues a
@@ -45,7 +47,7 @@ import pandas as pd
 import sqlalchemy.exc
 from optuna.trial import FrozenTrial, TrialState
 from sklearn.base import clone
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import log_loss, roc_auc_score
 from sqlalchemy.engine import make_url
 from tqdm.auto import tqdm
 
@@ -78,6 +80,11 @@ class SurplusTrialError(RuntimeError):
 
 FINGERPRINT_LENGTH = 8  # hex digits of the fingerprint in a study name
 FOLD_AUCS_ATTR = "fold_aucs"  # per-fold AUCs of a trial, kept in the study (Optuna user attr)
+FOLD_LOG_LOSSES_ATTR = "fold_log_losses"  # and its per-fold log losses
+# Per-fold scores of a trial, by selection metric (the standard error of the selection).
+FOLD_ATTRS = {"auc": FOLD_AUCS_ATTR, "log_loss": FOLD_LOG_LOSSES_ATTR}
+# A probability of exactly 0 or 1 (k-NN, a random forest's votes) is clipped before the log.
+LOG_LOSS_CLIP = 1e-6
 
 
 def _fold_indices(
@@ -93,7 +100,8 @@ def make_objective(
     spec: HeadSpec,
     seed: int,
 ) -> Any:
-    """Optuna objective: mean CV AUC of ``family`` on the training rows ``X``, ``y``."""
+    """Optuna objective: the mean CV ``spec.selection_metric`` (log loss or AUC) of
+    ``family`` on the training rows ``X``, ``y``; both scores are kept per fold."""
     columns = feature_columns(X, DEFAULT_DL_PREFIX)
     folds = _fold_indices(X, y, spec, seed)
     options = EstimatorOptions(seed=seed, class_weight=spec.class_weight, n_jobs=spec.n_jobs)
@@ -107,16 +115,19 @@ def make_objective(
             if n_components is not None:
                 params[REDUCTION_PREFIX + "n_components"] = n_components
         pipeline = build_head_pipeline(columns, family, params, options)
-        aucs: list[float] = []
+        scores: dict[str, list[float]] = {"auc": [], "log_loss": []}
         for fold, (train_index, test_index) in enumerate(folds):
             fitted = clone(pipeline).fit(X.iloc[train_index], y[train_index])
             probabilities = fitted.predict_proba(X.iloc[test_index])[:, 1]
-            aucs.append(float(roc_auc_score(y[test_index], probabilities)))
-            trial.report(float(np.mean(aucs)), fold)
+            scores["auc"].append(float(roc_auc_score(y[test_index], probabilities)))
+            clipped = np.clip(probabilities, LOG_LOSS_CLIP, 1.0 - LOG_LOSS_CLIP)
+            scores["log_loss"].append(float(log_loss(y[test_index], clipped, labels=[0, 1])))
+            trial.report(float(np.mean(scores[spec.selection_metric])), fold)
             if trial.should_prune():
                 raise optuna.TrialPruned()
-        trial.set_user_attr(FOLD_AUCS_ATTR, aucs)  # for the standard error of the selection
-        return float(np.mean(aucs))
+        for metric, attr in FOLD_ATTRS.items():  # for the standard error of the selection
+            trial.set_user_attr(attr, scores[metric])
+        return float(np.mean(scores[spec.selection_metric]))
 
     return objective
 
@@ -136,6 +147,7 @@ def _fingerprint(X: pd.DataFrame, y: np.ndarray, family: str, spec: HeadSpec, se
         spec.class_weight,
         DEFAULT_DL_PREFIX,
         seed,
+        spec.selection_metric,
     )
     digest.update(repr(settings).encode())
     return digest.hexdigest()
@@ -173,9 +185,10 @@ def open_storage(storage_url: str | None) -> optuna.storages.BaseStorage:
     raise AssertionError("unreachable")
 
 
-# What every trial's value is: the mean cross-validated AUC (shown under this name by
-# optuna-dashboard instead of "Objective Value").
-OBJECTIVE_NAME = "cv_auc"
+# What every trial's value is, by selection metric (shown under this name by optuna-dashboard
+# instead of "Objective Value"), and whether a study maximises or minimises it.
+OBJECTIVE_NAMES = {"log_loss": "cv_log_loss", "auc": "cv_auc"}
+DIRECTIONS = {"log_loss": "minimize", "auc": "maximize"}
 
 
 def finished_trials(study: optuna.Study) -> int:
@@ -194,7 +207,7 @@ def _open_study(
         return optuna.create_study(
             storage=storage,
             study_name=study_name,
-            direction="maximize",
+            direction=DIRECTIONS[spec.selection_metric],
             sampler=optuna.samplers.TPESampler(seed=seed),
             pruner=optuna.pruners.MedianPruner(
                 n_startup_trials=spec.pruner_startup_trials,
@@ -222,10 +235,11 @@ def _open_study(
         study = create()
     if stored != fingerprint:
         study.set_user_attr("fingerprint", fingerprint)
-    if study.metric_names != [OBJECTIVE_NAME]:  # optuna-dashboard's name of the objective
+    name = OBJECTIVE_NAMES[spec.selection_metric]
+    if study.metric_names != [name]:  # optuna-dashboard's name of the objective
         with warnings.catch_warnings():  # Optuna marks it experimental: its notice, not ours
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names([OBJECTIVE_NAME])
+            study.set_metric_names([name])
     return study
 
 
@@ -281,7 +295,8 @@ def tune_family(
             def show_progress(study: optuna.Study, trial: FrozenTrial) -> None:
                 bar.update(1)
                 if any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
-                    bar.set_postfix(best_cv_auc=f"{study.best_value:.3f}", refresh=False)
+                    best = {OBJECTIVE_NAMES[spec.selection_metric]: f"{study.best_value:.3f}"}
+                    bar.set_postfix(best, refresh=False)
 
             study.optimize(
                 counted_objective,

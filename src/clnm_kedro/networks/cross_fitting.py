@@ -4,8 +4,11 @@ Network ``k`` of ``K`` is trained without the training-centre patients of its he
 group ``k`` (split folds ``f`` with ``f % K == k``), which it never sees, neither for gradients
 nor for choosing its epoch. Every training patient is then scored by the one network that did
 not see it (its out-of-fold logits); every other patient (external, new) by the fold ensemble:
-the mean logit of the K networks. A logistic calibration (:class:`LogitCalibration`) fitted on
-the out-of-fold probabilities of the training centres turns the fused logit into a risk.
+the mean logit of the K networks. Each network's logits are first standardised, without labels,
+by their mean and SD on the patients it held out (:mod:`clnm_kedro.networks.standardisation`),
+so that the K networks' outputs share one scale. A logistic calibration
+(:class:`LogitCalibration`) fitted on the out-of-fold probabilities of the training centres turns
+the fused logit into a risk.
 
 The "DL outputs" of a patient are the logits of the fused classifier and, for a network reading
 several views with trained per-view classifiers, of each view's classifier. They mean the same
@@ -34,6 +37,7 @@ from clnm_kedro.metrics.recalibration import LogitCalibration
 from clnm_kedro.networks.architecture import UltrasoundNetwork
 from clnm_kedro.networks.data import crop_batches, to_model_input, validate_crops
 from clnm_kedro.networks.inference import DEFAULT_INFERENCE_BATCH, model_device, use_bf16
+from clnm_kedro.networks.standardisation import OutputStandardisation
 from clnm_kedro.networks.training import TrainingResult, load_checkpoint, model_from_state
 
 ENSEMBLE = "ensemble"  # source of a patient's outputs scored by every fold network
@@ -132,8 +136,10 @@ def output_names(model: UltrasoundNetwork) -> list[str]:
 class FoldEnsemble(nn.Module):
     """K fold networks and the calibration of their fused logit: one scorer for new patients.
 
-    ``forward`` gives the mean fused logit of the K networks (uncalibrated, as a network's
-    ``forward``); :meth:`risk` the calibrated probability. ``held_out_digests`` fingerprint,
+    ``forward`` gives the mean standardised fused logit of the K networks (uncalibrated, as a
+    network's ``forward``); :meth:`risk` the calibrated probability. ``standardisation`` maps
+    each network's outputs to the common scale (identity when not given: ``K = 1``, or a
+    checkpoint written before it existed). ``held_out_digests`` fingerprint,
     per fold network, the patients it never saw (no patient ID is stored with the model):
     :func:`fold_assignment` checks a ``patient_splits`` against them.
     Grad-CAM (``branches``) explains the last fold network's CNN branches.
@@ -144,6 +150,7 @@ class FoldEnsemble(nn.Module):
         folds: Sequence[UltrasoundNetwork],
         calibration: LogitCalibration,
         held_out_digests: Sequence[str],
+        standardisation: OutputStandardisation | None = None,
     ) -> None:
         super().__init__()
         if not folds:
@@ -157,6 +164,15 @@ class FoldEnsemble(nn.Module):
         self.held_out_digests = [str(digest) for digest in held_out_digests]
         self.views = folds[0].views
         self.view_names = folds[0].view_names
+        n_outputs = len(output_names(folds[0]))
+        if standardisation is None:
+            standardisation = OutputStandardisation.identity(len(folds), n_outputs)
+        if standardisation.location.shape != (len(folds), n_outputs):
+            raise ValueError(
+                f"standardisation for {standardisation.location.shape} (networks, outputs), "
+                f"but the ensemble has {len(folds)} networks with {n_outputs} outputs"
+            )
+        self.standardisation = standardisation
 
     @property
     def n_folds(self) -> int:
@@ -173,13 +189,22 @@ class FoldEnsemble(nn.Module):
         """Columns of :meth:`logits`."""
         return output_names(self.folds[0])
 
+    def _standardise(self, per_model: torch.Tensor, columns: slice) -> torch.Tensor:
+        location = torch.as_tensor(self.standardisation.location[:, columns]).to(per_model)
+        scale = torch.as_tensor(self.standardisation.scale[:, columns]).to(per_model)
+        return (per_model - location[:, None, :]) / scale[:, None, :]
+
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Mean over the fold networks of :func:`network_logits`, ``(B, 1 + V)``."""
-        return torch.stack([network_logits(model, x) for model in self.folds]).mean(dim=0)
+        """Mean over the fold networks of their standardised :func:`network_logits`,
+        ``(B, 1 + V)``."""
+        per_model = torch.stack([network_logits(model, x) for model in self.folds])
+        return self._standardise(per_model, slice(None)).mean(dim=0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The ensemble's fused CLNM logit per patient, ``(B,)`` (before calibration)."""
-        return torch.stack([model(x) for model in self.folds]).mean(dim=0)
+        """The ensemble's fused CLNM logit per patient, ``(B,)`` (standardised, before
+        calibration)."""
+        per_model = torch.stack([model(x) for model in self.folds]).unsqueeze(-1)
+        return self._standardise(per_model, slice(0, 1)).mean(dim=0)[:, 0]
 
     def risk(self, fused_logits: np.ndarray) -> np.ndarray:
         """Calibrated probabilities of fused logits."""
@@ -292,7 +317,8 @@ def cross_fitted_logits(
 
     ``assignment[i] = k`` (from :func:`fold_assignment`) gives patient ``i`` fold network
     ``k``'s outputs; ``-1`` (external, new, every patient when ``K = 1``, or no assignment)
-    the mean of the K networks' outputs.
+    the mean of the K networks' outputs. Outputs are standardised per network
+    (:class:`OutputStandardisation`; for a held-out patient, leave-one-out).
     """
     if assignment is None:
         assignment = np.full(len(crops), -1)
@@ -302,16 +328,25 @@ def cross_fitted_logits(
     if assignment.max(initial=-1) >= ensemble.n_folds:
         raise ValueError(f"fold assignment beyond the {ensemble.n_folds} fold networks")
     per_model = batched_logits(list(ensemble.folds), crops, batch_size)
-    mean = per_model.mean(axis=0)
+    return _combine_outputs(per_model, assignment, ensemble.standardisation, ensemble.output_names)
+
+
+def _combine_outputs(
+    per_model: np.ndarray,
+    assignment: np.ndarray,
+    standardisation: OutputStandardisation,
+    names: list[str],
+) -> CrossFittedOutputs:
+    """:func:`cross_fitted_logits` from every network's raw outputs ``(K, N, C)``."""
+    mean = standardisation.apply(per_model).mean(axis=0)
+    held_out = standardisation.apply_held_out(per_model, assignment)
     logits = mean.copy()
     source = np.full(len(assignment), ENSEMBLE, dtype=object)
-    for k in range(ensemble.n_folds):
+    for k in range(per_model.shape[0]):
         rows = np.flatnonzero(assignment == k)
-        logits[rows] = per_model[k, rows]
+        logits[rows] = held_out[rows]
         source[rows] = f"fold_{k}"
-    return CrossFittedOutputs(
-        logits.astype(np.float32), source, ensemble.output_names, mean.astype(np.float32)
-    )
+    return CrossFittedOutputs(logits.astype(np.float32), source, names, mean.astype(np.float32))
 
 
 def fit_calibration(labels: np.ndarray, fused_logits: np.ndarray) -> LogitCalibration:
@@ -371,10 +406,12 @@ def cross_fitted_risks(
 
 
 def describe_ensemble(ensemble: FoldEnsemble) -> dict[str, Any]:
-    """K, the output names and the calibration, for summaries."""
+    """K, the output names, the per-network output standardisation and the calibration, for
+    summaries."""
     return {
         "n_folds": ensemble.n_folds,
         "outputs": ensemble.output_names,
+        "standardisation": ensemble.standardisation.to_dict(),
         "calibration": ensemble.calibration.to_dict(),
     }
 
@@ -389,6 +426,7 @@ class FoldEnsembleResult:
 
     folds: list[TrainingResult]
     calibration: LogitCalibration
+    standardisation: OutputStandardisation | None = None
 
     def network(self, device: str | torch.device = "cpu") -> FoldEnsemble:
         """The fold ensemble (eval mode)."""
@@ -396,6 +434,7 @@ class FoldEnsembleResult:
             [fold.network(device) for fold in self.folds],
             self.calibration,
             [held_out_digest(fold.held_out_patient_ids) for fold in self.folds],
+            self.standardisation,
         ).eval()
 
 
@@ -405,8 +444,9 @@ def build_ensemble_result(
     splits: pd.DataFrame,
     batch_size: int = DEFAULT_INFERENCE_BATCH,
 ) -> tuple[FoldEnsembleResult, CrossFittedOutputs]:
-    """The fold trainings as one ensemble, its calibration fitted on the out-of-fold fused
-    logits of the training-centre patients.
+    """The fold trainings as one ensemble: each network's output standardisation fitted on
+    the patients it held out (no labels), then the calibration fitted on the out-of-fold
+    standardised fused logits of the training-centre patients.
 
     Returns
     -------
@@ -415,12 +455,18 @@ def build_ensemble_result(
     """
     check_held_out(folds, splits)
     ensemble = FoldEnsembleResult(list(folds), LogitCalibration.identity()).network()
-    outputs = cross_fitted_logits(ensemble, crops, fold_assignment(ensemble, splits), batch_size)
+    validate_crops(crops)
+    assignment = fold_assignment(ensemble, splits)
+    if len(assignment) != len(crops):
+        raise ValueError(f"{len(assignment)} fold assignments for {len(crops)} crops")
+    per_model = batched_logits(list(ensemble.folds), crops, batch_size)
+    standardisation = OutputStandardisation.fit(per_model, assignment)
+    outputs = _combine_outputs(per_model, assignment, standardisation, ensemble.output_names)
     train = splits["split"].eq("train").to_numpy()
     oof = outputs.out_of_fold & train
     labels = pd.to_numeric(splits["clnm"], errors="coerce").to_numpy()[oof]
     calibration = fit_calibration(labels, outputs.logits[oof, 0])
-    return FoldEnsembleResult(list(folds), calibration), outputs
+    return FoldEnsembleResult(list(folds), calibration, standardisation), outputs
 
 
 def check_held_out(folds: Sequence[TrainingResult], splits: pd.DataFrame) -> None:
@@ -462,6 +508,9 @@ def save_ensemble(result: FoldEnsembleResult, path: str | Path) -> None:
         "config": copy.deepcopy(first.config),
         "seed": int(first.seed),
         "calibration": result.calibration.to_dict(),
+        "standardisation": (
+            result.standardisation.to_dict() if result.standardisation is not None else None
+        ),
         "folds": [
             {
                 "state_dict": fold.state_dict,
@@ -491,10 +540,12 @@ def load_network_file(path: str | Path, device: str | torch.device = "cpu") -> n
             model_from_state(fold["state_dict"], payload["config"], device)
             for fold in payload["folds"]
         ]
+        standardisation = payload.get("standardisation")
         return FoldEnsemble(
             folds,
             LogitCalibration.from_dict(payload["calibration"]),
             [fold["held_out_digest"] for fold in payload["folds"]],
+            OutputStandardisation.from_dict(standardisation) if standardisation else None,
         ).eval()
     network, _config = load_checkpoint(path, device)
     return network

@@ -347,8 +347,9 @@ def compare_families(
     train_cv_summary: dict[str, Any],
     settings: HeadSettings,
 ) -> pd.DataFrame:
-    """The classifier comparison: every family's CV AUC (with its standard error, whether it
-    is within one standard error of the best, which was selected and why) and external AUC.
+    """The classifier comparison: every family's CV log loss and AUC (with their standard
+    errors, whether it is within one standard error of the best by the selection metric, which
+    was selected and why) and external AUC.
 
     Each family's best pipeline is refitted on the training patients and scored on the
     external ones; the selected family's is the head itself. The external AUC is computed
@@ -357,7 +358,8 @@ def compare_families(
     Returns
     -------
     pandas.DataFrame
-        ``model, family, selected, cv_auc, cv_auc_se, within_one_se, complexity,
+        ``model, family, selected, cv_log_loss, cv_log_loss_se, cv_auc, cv_auc_se,
+        within_one_se, complexity,
         selection_rule, selection_reason, train_cv_estimate, train_auc, external_auc,
         n_trials, n_pruned, search_seconds, best_params, study``; ``train_cv_estimate`` says
         whether the ``train_cv`` rows of the model are the nested or the selection CV;
@@ -397,6 +399,8 @@ def compare_families(
         "model",
         "family",
         "selected",
+        "cv_log_loss",
+        "cv_log_loss_se",
         "cv_auc",
         "cv_auc_se",
         "within_one_se",
@@ -458,8 +462,9 @@ def collect_head_metrics(
 ) -> dict[str, dict[str, float | int]]:
     """MLflow metrics of the search, named ``<split>.<model>[.<family>].<metric>``.
 
-    ``train_cv.<model>.cv_auc`` (the selected head's mean cross-validated AUC in the search),
-    ``train_cv.<model>.<family>.cv_auc`` and ``external.<model>.<family>.auc`` per family.
+    ``train_cv.<model>.cv_auc`` and ``train_cv.<model>.cv_log_loss`` (the selected head's mean
+    cross-validated AUC and log loss in the search), ``train_cv.<model>.<family>.cv_auc``,
+    ``train_cv.<model>.<family>.cv_log_loss`` and ``external.<model>.<family>.auc`` per family.
     ``train_cv.<model>.auc`` is left to the evaluation (the AUC of the pooled out-of-fold
     predictions), so the two are never confused.
     """
@@ -472,9 +477,11 @@ def collect_head_metrics(
 
     for row in head_comparison.itertuples(index=False):
         put(f"train_cv.{model}.{row.family}.cv_auc", row.cv_auc)
+        put(f"train_cv.{model}.{row.family}.cv_log_loss", row.cv_log_loss)
         put(f"external.{model}.{row.family}.auc", row.external_auc)
         if bool(row.selected):
             put(f"train_cv.{model}.cv_auc", row.cv_auc)
+            put(f"train_cv.{model}.cv_log_loss", row.cv_log_loss)
     return metrics
 
 
@@ -495,8 +502,11 @@ def record_head_selection(
     selection = {
         "model": settings.model,
         "family": str(selected["family"]),
+        "cv_log_loss": float(selected["cv_log_loss"]),
+        "cv_log_loss_se": float(selected["cv_log_loss_se"]),
         "cv_auc": float(selected["cv_auc"]),
         "cv_auc_se": float(selected["cv_auc_se"]),
+        "selection_metric": settings.spec.selection_metric,
         "selection_rule": str(selected["selection_rule"]),
         "selection_reason": str(selected["selection_reason"]),
         "calibration": head.calibration.to_dict(),

@@ -451,7 +451,8 @@ def odds_ratio_display(odds: pd.DataFrame) -> pd.DataFrame:
 
 
 def classifier_comparison_table(comparisons: Sequence[pd.DataFrame]) -> pd.DataFrame:
-    """Every classifier family's cross-validated and external AUC, per head model."""
+    """Every classifier family's cross-validated log loss and AUC and external AUC, per head
+    model."""
     frames = [frame for frame in comparisons if frame is not None and not frame.empty]
     if not frames:
         return pd.DataFrame()
@@ -462,6 +463,7 @@ def classifier_comparison_table(comparisons: Sequence[pd.DataFrame]) -> pd.DataF
                 "Model": model_label(str(r.get("model"))),
                 "Family": str(r.get("family")),
                 "Selected": "yes" if bool(r.get("selected")) else "",
+                "CV log loss (training centres)": format_number(r.get("cv_log_loss")),
                 "CV AUC (training centres)": format_number(r.get("cv_auc")),
                 "Apparent AUC": format_number(r.get("train_auc")),
                 "External AUC": format_number(r.get("external_auc")),
