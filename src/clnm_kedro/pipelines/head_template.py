@@ -522,13 +522,18 @@ def record_head_selection(
 
 
 def head_template() -> Pipeline:
-    """The head pipeline with generic names (``model_input``, ``head``, ``predictions``...)."""
+    """The head pipeline with generic names (``model_input``, ``head``, ``predictions``...).
+
+    ``heads`` is the ``heads`` block (training: the parameters; serving: the spec read without
+    probe fits) and ``optuna_storage`` the store's URL from credentials (serving: none). The
+    nodes tagged ``inference`` score with a fitted head: ``inference`` instantiates them again.
+    """
     return Pipeline(
         [
             Node(
                 validate_head_settings,
                 inputs=[
-                    "params:heads",
+                    "heads",
                     "params:model_settings",
                     "params:optuna_storage_url",
                     "params:seed",
@@ -641,10 +646,13 @@ def create_head_pipeline(model: str, model_input: str, model_settings: str) -> P
     return Pipeline(
         head_template(),
         namespace=model,
-        inputs={"model_input": model_input, "optuna_storage": "optuna_storage"},
+        inputs={
+            "model_input": model_input,
+            "heads": "params:heads",
+            "optuna_storage": "optuna_storage",
+        },
         outputs={name: f"{model}_{name}" for name in PUBLIC_OUTPUTS},
         parameters={
-            "params:heads": "params:heads",
             "params:model_settings": f"params:{model_settings}",
             "params:optuna_storage_url": "params:optuna_storage_url",
             "params:seed": "params:seed",
