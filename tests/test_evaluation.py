@@ -400,7 +400,7 @@ def test_delong_skips_absent_models_and_adds_configured_pairs(
 ) -> None:
     dl_only = predictions[predictions["model"].isin(DL_MODELS)]
     params = {**PARAMS, "extra_comparisons": [["dl_longitudinal", "dl_transverse"]]}
-    with caplog.at_level(logging.INFO, logger="clnm_kedro.reporting.model_metrics"):
+    with caplog.at_level(logging.INFO, logger="clnm_kedro.reporting.model_comparisons"):
         tests = nodes.compare_models(dl_only, params)
     assert set(zip(tests["model_a"], tests["model_b"], strict=True)) == {
         ("dl_dual", "dl_longitudinal"),
