@@ -47,6 +47,7 @@ from clnm_kedro.reporting.performance import (
     BOOTSTRAP_METRICS,
     CUTOFF_FOLDS,
     METRIC_KEYS,
+    MLFLOW_METRIC_KEYS,
     MODEL_KEYS,
     auc_with_ci,
     choose_thresholds,
@@ -86,22 +87,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-MLFLOW_METRIC_KEYS: tuple[str, ...] = (
-    "auc",
-    "auc_lower",
-    "auc_upper",
-    "threshold",
-    "sensitivity",
-    "specificity",
-    "accuracy",
-    "ppv",
-    "npv",
-    "brier",
-    "calibration_intercept",
-    "calibration_slope",
-    "hosmer_lemeshow_p",
-)
 
 
 # --- metrics.json -------------------------------------------------------------------------------

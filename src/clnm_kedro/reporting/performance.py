@@ -85,6 +85,23 @@ BOOTSTRAP_METRICS: tuple[str, ...] = (
     "brier",
 )
 
+# The per-split metrics also logged to MLflow (model_metrics.mlflow_metrics).
+MLFLOW_METRIC_KEYS: tuple[str, ...] = (
+    "auc",
+    "auc_lower",
+    "auc_upper",
+    "threshold",
+    "sensitivity",
+    "specificity",
+    "accuracy",
+    "ppv",
+    "npv",
+    "brier",
+    "calibration_intercept",
+    "calibration_slope",
+    "hosmer_lemeshow_p",
+)
+
 NAN = float("nan")
 
 
