@@ -50,6 +50,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline as SklearnPipeline
 from sqlalchemy.engine import make_url
 
+from clnm_kedro.checks import whole_number
 from clnm_kedro.datasets.optuna_storage_dataset import hide_password, storage_url_in_use
 from clnm_kedro.heads import (
     CalibratedHead,
@@ -142,8 +143,7 @@ def validate_head_settings(
                 f"optuna_storage_url is not a valid SQLAlchemy URL: {optuna_storage_url!r} "
                 f"({error})."
             ) from error
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed must be a whole number; got {seed!r}.")
+    whole_number(seed, "seed")
     try:
         spec = HeadSpec.from_params(heads)
     except ValueError as error:

@@ -9,14 +9,13 @@ from typing import Any
 
 import numpy as np
 
+from clnm_kedro.checks import whole_number
 from clnm_kedro.registry import STUDY_COMPARISONS
 from clnm_kedro.reporting.predictions import SPLIT_ORDER
 
 
 def _positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"evaluation.{name} must be a positive whole number; got {value!r}.")
-    return int(value)
+    return whole_number(value, f"evaluation.{name}", 1)
 
 
 def _number(value: Any, name: str) -> float:
