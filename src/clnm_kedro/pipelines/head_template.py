@@ -71,8 +71,9 @@ def head_template() -> Pipeline:
     """The head pipeline with generic names (``model_input``, ``head``, ``predictions``...).
 
     ``heads`` is the ``heads`` block (training: the parameters; serving: the spec read without
-    probe fits) and ``optuna_storage`` the store's URL from credentials (serving: none). The
-    nodes tagged ``inference`` score with a fitted head: ``inference`` instantiates them again.
+    probe fits) and ``optuna_storage`` the store's URL from credentials (serving, which opens no
+    store: the ``optuna_storage_url`` parameter). The nodes tagged ``inference`` score with a
+    fitted head: ``inference`` instantiates them again.
     """
     return Pipeline(
         [

@@ -110,12 +110,6 @@ def read_head_spec(heads: dict[str, Any]) -> HeadSpec:
     return HeadSpec.from_params(heads, check_values=False)
 
 
-def read_serving_head_settings(heads: dict[str, Any]) -> tuple[HeadSpec, None]:
-    """What the head template's settings node reads when serving: the ``heads`` block without
-    the search-space probe fits, and no Optuna store (nothing is searched)."""
-    return read_head_spec(heads), None
-
-
 def select_scored_patients(
     cohort_table: pd.DataFrame,
     table_exclusions: pd.DataFrame,

@@ -40,7 +40,7 @@ from clnm_kedro.pipelines.inference.nodes import (
     gather_inference_results,
     list_inference_errors,
     open_inference_cohort,
-    read_serving_head_settings,
+    read_head_spec,
     record_scoring_contract,
     select_scored_patients,
 )
@@ -194,7 +194,8 @@ def _head_pipeline(model: str, model_settings: str) -> Pipeline:
         namespace=f"{model}_inference",
         inputs={
             "heads": "inference_head_spec",
-            "optuna_storage": "inference_optuna_storage",
+            # serving opens no store: the settings keep the parameter's URL (unused)
+            "optuna_storage": "params:optuna_storage_url",
             "head": f"{model}_head",
             "model_input": f"{model}_inference_input",
         },
@@ -238,10 +239,7 @@ def create_scoring_pipeline() -> Pipeline:
         name="gather_inference_results",
     )
     head_spec = Node(
-        read_serving_head_settings,
-        inputs="params:heads",
-        outputs=["inference_head_spec", "inference_optuna_storage"],
-        name="read_head_spec",
+        read_head_spec, inputs="params:heads", outputs="inference_head_spec", name="read_head_spec"
     )
     return Pipeline(
         [
