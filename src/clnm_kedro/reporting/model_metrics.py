@@ -1,21 +1,9 @@
-"""The study's numbers from the predictions table: metrics per model and split, thresholds,
-paired DeLong tests, subgroup AUCs, the oracle comparison, and their MLflow names.
+"""The study's numbers from the predictions table: ``metrics.json`` and its MLflow names.
 
-Threshold rule. A model's Youden threshold is chosen on its training predictions and applied
-unchanged to every split (the external set included). ``threshold_splits`` is a preference
-list: the default ``[train_cv, train]`` uses the out-of-fold predictions where a model has them
-(the clinical, DL_F and combined heads) and the resubstitution ``train`` predictions otherwise
-(the networks). Out-of-fold probabilities are what the model gives patients it has not seen,
-so their cut-off carries over to new patients; a cut-off chosen where a flexible model has
-memorised its training patients sits too close to 0 or 1. Set ``[train]`` for the plain
-"training set" rule of the paper. The external set may never be listed. On the set the
-threshold is chosen on, sensitivity, specificity and the other rates classify each patient with
-a cut-off chosen without it (:func:`~clnm_kedro.metrics.cross_fitted_thresholds`): rates at a
-cut-off chosen on the same labels would be optimistic.
-
-Degenerate data (a split or subgroup with one outcome class, too few events for DeLong's
-variance, probabilities that separate the classes so the calibration slope is infinite) gives
-NaN for the metrics concerned, with a log line, not an error.
+:func:`evaluate_predictions` assembles them from the modules that compute them, each one idea:
+``evaluation_settings.py`` (the ``evaluation`` block), ``performance.py`` (metrics per model
+and split, and the threshold rule), ``model_comparisons.py`` (paired DeLong tests, subgroup
+AUCs, the oracle comparison). Their names are importable from here as before.
 """
 
 from __future__ import annotations
