@@ -6,8 +6,10 @@ datasets have generic names (``model_input``, ``head``, ``predictions``, ...); t
 outside are mapped to plain names (``clinical_head``, ``clinical_predictions``, ...) because
 Kedro warns about dotted dataset names consumed outside their namespace.
 
-The nodes, one per step, are in :mod:`clnm_kedro.pipelines.head_nodes` (imported here too, so
-``from clnm_kedro.pipelines.head_template import tune_head`` keeps working).
+The nodes, one per step, are in :mod:`clnm_kedro.pipelines.head_nodes` (settings, tuning,
+predictions) and :mod:`clnm_kedro.pipelines.head_reports` (comparison, figures, metrics,
+selection record); imported here too, so ``from clnm_kedro.pipelines.head_template import
+tune_head`` keeps working.
 """
 
 from __future__ import annotations
@@ -19,17 +21,19 @@ from clnm_kedro.pipelines.head_nodes import (
     SPLIT_RANK,
     TRAIN_CV_ESTIMATES,
     HeadSettings,
-    collect_head_metrics,
-    compare_families,
     log_head_to_mlflow,
-    plot_head_search,
     predict_out_of_fold,
     predict_with_head,
     prediction_rows,
-    record_head_selection,
     stack_predictions,
     tune_head,
     validate_head_settings,
+)
+from clnm_kedro.pipelines.head_reports import (
+    collect_head_metrics,
+    compare_families,
+    plot_head_search,
+    record_head_selection,
 )
 from clnm_kedro.registry import HEAD_MODELS, model_spec
 
