@@ -400,7 +400,7 @@ def test_delong_skips_absent_models_and_adds_configured_pairs(
 ) -> None:
     dl_only = predictions[predictions["model"].isin(DL_MODELS)]
     params = {**PARAMS, "extra_comparisons": [["dl_longitudinal", "dl_transverse"]]}
-    with caplog.at_level(logging.INFO, logger="clnm_kedro.reporting.model_metrics"):
+    with caplog.at_level(logging.INFO, logger="clnm_kedro.reporting.model_comparisons"):
         tests = nodes.compare_models(dl_only, params)
     assert set(zip(tests["model_a"], tests["model_b"], strict=True)) == {
         ("dl_dual", "dl_longitudinal"),
@@ -665,13 +665,13 @@ def test_pipeline_wires_every_output_once() -> None:
         "subgroup_auc",
         "oracle_comparison",
         "evaluation_metrics",
-        "roc_curves",
-        "calibration_curves",
-        "decision_curves",
-        "training_curves",
-        "gradcam_dl_dual",
-        "gradcam_dl_longitudinal",
-        "gradcam_dl_transverse",
+        "roc_curves_figure",
+        "calibration_curves_figure",
+        "decision_curves_figure",
+        "training_curves_figure",
+        "gradcam_dl_dual_figure",
+        "gradcam_dl_longitudinal_figure",
+        "gradcam_dl_transverse_figure",
         "report",
     ):
         assert name in outputs
@@ -715,7 +715,7 @@ def test_evaluation_nodes_end_to_end(predictions: pd.DataFrame, cohort: pd.DataF
         ("calibration", nodes.plot_calibration),
         ("decision", nodes.plot_decision_curves),
     ):
-        _, embedded[name] = node(gathered, PARAMS)
+        embedded[name] = node(gathered, PARAMS)
     history = pd.DataFrame(
         {
             "epoch": [1, 2, 3],
@@ -726,18 +726,18 @@ def test_evaluation_nodes_end_to_end(predictions: pd.DataFrame, cohort: pd.DataF
             "seconds": 1.0,
         }
     )
-    _, embedded["training"] = nodes.plot_training_curves(
+    embedded["training"] = nodes.plot_training_curves(
         dl_dual=history, dl_longitudinal=history, dl_transverse=history
     )
     crops = np.random.default_rng(0).integers(0, 256, (len(cohort), 2, SIZE, SIZE), np.uint8)
     for model, kind in zip(DL_MODELS, ("dual", "longitudinal", "transverse"), strict=True):
         network = build_network({"network": {"kind": kind, "compact_channels": [4, 8]}}).eval()
-        figure, embedded[model] = nodes.gradcam_node(model)(network, crops, cohort, PARAMS, 2)
+        figure = embedded[model] = nodes.gradcam_node(model)(network, crops, cohort, PARAMS, 2)
         assert len(figure.axes) == 4 * (4 if kind == "dual" else 2)
     by_centre, by_outcome = nodes.build_table_one(cohort, cohort)
     odds = nodes.fit_clinical_odds_ratios(cohort, cohort, {"clinical_columns": None}, PARAMS)
     benefit = nodes.compute_net_benefit(gathered, PARAMS, 1)
-    _, embedded["net_benefit_difference"] = nodes.plot_net_benefit_difference(benefit, PARAMS)
+    embedded["net_benefit_difference"] = nodes.plot_net_benefit_difference(benefit, PARAMS)
     model_input = cohort.drop(columns=["fold"])
     size = nodes.assess_development_sample_size(gathered, model_input, model_input, PARAMS)
     summary = nodes.summarise_results(metrics, tests, benefit, size, PARAMS)

@@ -1,6 +1,6 @@
 """``inference`` and the model packaged in MLflow, through Kedro in a project copy.
 
-One training run (``kedro run --env test``, the ``__default__`` PipelineML) on a tiny
+One training run (``kedro run --env test``, ``__default__``) on a tiny
 simulated two-centre cohort; then new cohorts made from its external patients with ``clnm``
 emptied are scored. Checked: the external probabilities of every model are reproduced
 exactly; the registered MLflow model returns what the Kedro pipeline writes; a patient with a
@@ -20,12 +20,12 @@ import pandas as pd
 import pytest
 from kedro.framework.project import configure_project, pipelines
 from kedro.pipeline import Pipeline
-from kedro_mlflow.pipeline.pipeline_ml import PipelineML
 from mlflow import MlflowClient
 
 from clnm_kedro.cohort import validate_clinical, validate_rois
 from clnm_kedro.cohort.errors import CohortError
 from clnm_kedro.datasets import CohortDataset, RawCohort
+from clnm_kedro.model_packaging import fits_scoring_model
 from clnm_kedro.pipelines.inference.pipeline import (
     MODEL_INPUT,
     REGISTERED_MODEL_NAME,
@@ -120,15 +120,12 @@ def _load_registered(name: str) -> Pipeline:
 
 
 @pytest.mark.parametrize("name", ["__default__", "demo"])
-def test_training_pipelines_stay_pipeline_ml_through_kedro_session_run(name: str) -> None:
-    """kedro-mlflow logs the model only if ``after_pipeline_run`` receives a PipelineML.
-
-    ``KedroSession.run`` (Kedro 1.7) sums the named pipelines onto ``Pipeline([])`` and
-    filters the sum; the reported demotion to a plain Pipeline (kedro-mlflow issue 690)
-    must not happen on this path.
+def test_a_whole_training_run_fits_the_scoring_model_through_kedro_session_run(name: str) -> None:
+    """The model is logged by a run whose pipeline fits every artifact the scoring pipeline
+    reads. ``KedroSession.run`` (Kedro 1.7) sums the named pipelines onto ``Pipeline([])`` and
+    filters the sum: the whole training pipeline must still qualify on this path.
     """
     registered = _load_registered(name)
-    assert isinstance(registered, PipelineML)
     combined = Pipeline([]) + registered
     filtered = combined.filter(
         tags=None,
@@ -139,24 +136,25 @@ def test_training_pipelines_stay_pipeline_ml_through_kedro_session_run(name: str
         to_outputs=None,
         node_namespaces=None,
     )
-    assert isinstance(filtered, PipelineML)
-    assert filtered.input_name == MODEL_INPUT
     assert {"scoring_contract", "risk_thresholds"} <= filtered.all_outputs()
-    assert filtered.inference.outputs() == {"inference_results"}
+    assert fits_scoring_model(filtered, create_scoring_pipeline(), MODEL_INPUT)
+    assert create_scoring_pipeline().outputs() == {"inference_results"}
 
 
-def test_a_partial_training_run_is_a_plain_pipeline_that_logs_no_model() -> None:
+def test_a_partial_training_run_logs_no_model() -> None:
     """``--from-nodes`` (and Kedro's resume suggestion after a failed node) filter the
-    PipelineML; a part that does not fit the scoring artifacts must run as a plain pipeline,
-    not raise kedro-mlflow's consistency error (which used to replace the node's own error).
+    pipeline; a part that does not fit the scoring artifacts runs as it is and logs no model
+    (no consistency error replacing the node's own); the whole does.
     """
     registered = _load_registered("__default__")
-    part = registered.from_nodes("compute_metrics")
-    assert not isinstance(part, PipelineML)
+    scoring = create_scoring_pipeline()
+    part = registered.filter(from_nodes=["compute_metrics"])
     assert "compute_metrics" in {node.name for node in part.nodes}
     assert len(part.nodes) < len(registered.nodes)
+    assert not fits_scoring_model(part, scoring, MODEL_INPUT)
+    assert not fits_scoring_model(create_pipeline(), scoring, MODEL_INPUT)
     whole = registered.from_nodes(*(node.name for node in registered.nodes))
-    assert isinstance(whole, PipelineML)
+    assert fits_scoring_model(whole, scoring, MODEL_INPUT)
 
 
 def test_inference_pipeline_is_the_scoring_pipeline_behind_a_folder() -> None:
@@ -397,10 +395,18 @@ def test_registered_model_describes_its_input_and_carries_the_project(trained: P
     model = Model.load(str(folder / "MLmodel"))
     contract = json.loads((trained / "data/06_models/scoring_contract.json").read_text())
     inputs = {spec.name: spec for spec in model.signature.inputs.inputs}
-    view_columns = [f"{v}_{f}" for v in ("longitudinal", "transverse") for f in (
-        "image", "x_min", "y_min", "x_max", "y_max")]
-    assert list(inputs) == ["patient_id", "center", "clnm", *contract["clinical_columns"],
-                            *view_columns]
+    view_columns = [
+        f"{v}_{f}"
+        for v in ("longitudinal", "transverse")
+        for f in ("image", "x_min", "y_min", "x_max", "y_max")
+    ]
+    assert list(inputs) == [
+        "patient_id",
+        "center",
+        "clnm",
+        *contract["clinical_columns"],
+        *view_columns,
+    ]
     assert not inputs["clnm"].required and inputs["age"].required
     assert [spec.name for spec in model.signature.outputs.inputs] == list(RESULT_COLUMNS)
     assert model.metadata["clnm_kedro_version"] == version("clnm_kedro")
@@ -441,15 +447,26 @@ def test_registered_model_scores_alike_in_a_separate_environment(
     if wheelhouse:
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         subprocess.run(
-            [str(python), "-m", "pip", "install", "--no-index", "--find-links", wheelhouse,
-             "-r", str(folder / "requirements.txt")],
+            [
+                str(python),
+                "-m",
+                "pip",
+                "install",
+                "--no-index",
+                "--find-links",
+                wheelhouse,
+                "-r",
+                str(folder / "requirements.txt"),
+            ],
             check=True,
         )
     else:
         subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
         site = subprocess.run(
             [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-            check=True, capture_output=True, text=True,
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout.strip()
         Path(site, "third_party.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
 
@@ -461,7 +478,11 @@ def test_registered_model_scores_alike_in_a_separate_environment(
     }
     done = subprocess.run(
         [str(python), "-c", _SCORE_ELSEWHERE, str(folder), str(table), str(results)],
-        check=False, cwd=tmp_path, env=environment, capture_output=True, text=True,
+        check=False,
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
         timeout=900,
     )
     assert done.returncode == 0, done.stderr[-3000:]

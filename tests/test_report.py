@@ -17,7 +17,9 @@ import torch
 import yaml
 from kedro.io import CatalogConfigResolver, DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
+from matplotlib.figure import Figure
 
+from clnm_kedro.datasets.report_figure_dataset import ReportFigureDataset
 from clnm_kedro.datasets.report_html_dataset import ReportHTMLDataset, report_preview
 from clnm_kedro.metrics import delong_ci
 from clnm_kedro.networks import build_network
@@ -25,7 +27,12 @@ from clnm_kedro.pipelines.evaluation import create_pipeline
 from clnm_kedro.pipelines.evaluation.nodes import plot_decision_curves, plot_roc
 from clnm_kedro.pipelines.evaluation.pipeline import REPORTED_PARAMETERS
 from clnm_kedro.reporting.predictions import MODEL_LABELS
-from clnm_kedro.reporting.report import _head_estimates
+from clnm_kedro.reporting.report import (
+    _head_estimates,
+    captioned,
+    figure_caption,
+    report_figure,
+)
 from clnm_kedro.reporting.tables import format_auc
 
 torch.set_num_threads(1)
@@ -335,26 +342,18 @@ def test_run_writes_every_output(evaluated: DataCatalog) -> None:
     logged = evaluated.load("evaluation_metrics")
     assert "external.combined.auc" in logged
     assert "external.oracle.auc" in logged
-    for name in (
-        "roc_curves",
-        "calibration_curves",
-        "decision_curves",
-        "training_curves",
-        "gradcam_dl_dual",
-        "gradcam_dl_longitudinal",
-        "gradcam_dl_transverse",
-    ):
-        figure = evaluated.load(name)
+    for name in FIGURES:
+        figure = evaluated.load(f"{name}_figure")
         assert figure.axes, name
-    dual = evaluated.load("gradcam_dl_dual")
+    dual = evaluated.load("gradcam_dl_dual_figure")
     assert len(dual.axes) == 2 * 4  # two patients x (crop, overlay) x two views
-    single = evaluated.load("gradcam_dl_transverse")
+    single = evaluated.load("gradcam_dl_transverse_figure")
     assert len(single.axes) == 2 * 2
 
 
 def test_roc_legend_shows_each_models_auc_with_its_ci(evaluated: DataCatalog) -> None:
     predictions = evaluated.load("predictions")
-    figure, _ = plot_roc(predictions, EVALUATION)
+    figure = plot_roc(predictions, EVALUATION)
     external = figure.axes[1]
     labels = [text.get_text() for text in external.get_legend().get_texts()]
     assert len(labels) == len(MODELS)
@@ -365,7 +364,7 @@ def test_roc_legend_shows_each_models_auc_with_its_ci(evaluated: DataCatalog) ->
 
 
 def test_decision_curves_show_treat_all_and_treat_none(evaluated: DataCatalog) -> None:
-    figure, _ = plot_decision_curves(evaluated.load("predictions"), EVALUATION)
+    figure = plot_decision_curves(evaluated.load("predictions"), EVALUATION)
     for axes in figure.axes:
         labels = {line.get_label() for line in axes.get_lines()}
         assert {"treat all", "treat none", MODEL_LABELS["combined"]} <= labels
@@ -416,7 +415,7 @@ def test_catalog_has_every_output_with_its_layer() -> None:
     saved = {
         name
         for name in create_pipeline().all_outputs()
-        if not name.endswith("_for_report") and name != "run_parameters"  # in memory
+        if name != "run_parameters"  # in memory
     }
     assert not sorted(name for name in saved if name not in config)
     for name in saved:
@@ -430,11 +429,12 @@ def test_catalog_has_every_output_with_its_layer() -> None:
     # An empty prefix keeps the keys <split>.<model>.<metric>: with none, kedro-mlflow's hook
     # puts the dataset name in front of every key.
     assert config["evaluation_metrics"]["prefix"] == ""
-    for name in (*FIGURES, "report"):
+    for name in (*(f"{figure}_figure" for figure in FIGURES), "report"):
         assert config[name]["type"] == ARTIFACT
     for name in FIGURES:
-        assert config[name]["dataset"]["type"] == "matplotlib.MatplotlibDataset"
-        assert config[name]["dataset"]["filepath"] == f"data/08_reporting/figures/{name}.png"
+        dataset = config[f"{name}_figure"]["dataset"]
+        assert dataset["type"] == "clnm_kedro.datasets.ReportFigureDataset"
+        assert dataset["filepath"] == f"data/08_reporting/figures/{name}.png"
 
 
 @pytest.mark.slow  # creating an MLflow SQLite store takes ~10 s
@@ -446,7 +446,13 @@ def test_catalog_saves_figures_and_report_as_mlflow_artifacts(
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     mlflow.set_experiment("report-artifacts")
     config = _catalog_config()
-    names = ("roc_curves", "gradcam_dl_dual", "report", "metrics", "evaluation_metrics")
+    names = (
+        "roc_curves_figure",
+        "gradcam_dl_dual_figure",
+        "report",
+        "metrics",
+        "evaluation_metrics",
+    )
     catalog = DataCatalog.from_config({name: config[name] for name in names})
     try:
         with mlflow.start_run() as run:
@@ -458,6 +464,10 @@ def test_catalog_saves_figures_and_report_as_mlflow_artifacts(
         evaluated.load("report")
     )
     assert (tmp_path / "data/08_reporting/figures/roc_curves.png").read_bytes()[:4] == b"\x89PNG"
+    read_back = catalog.load("roc_curves_figure")  # what the report embeds: the saved file
+    assert (read_back["title"], read_back["caption"]) == figure_caption(
+        evaluated.load("roc_curves_figure")
+    )
     client = mlflow.tracking.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     top = {item.path for item in client.list_artifacts(run.info.run_id)}
     figures = {item.path for item in client.list_artifacts(run.info.run_id, "figures")}
@@ -467,3 +477,17 @@ def test_catalog_saves_figures_and_report_as_mlflow_artifacts(
     assert logged["external.combined.auc"] == pytest.approx(
         evaluated.load("metrics")["models"]["combined"]["splits"]["external"]["auc"]
     )
+
+
+def test_a_figure_is_saved_once_and_read_back_as_the_report_embeds_it(tmp_path: Path) -> None:
+    """The PNG written is the image the report embeds, with the figure's title and caption."""
+    figure = Figure()
+    figure.subplots().plot([0, 1], [0, 1])
+    dataset = ReportFigureDataset(str(tmp_path / "figures" / "roc_curves.png"))
+    dataset.save(captioned(figure, "ROC curves", "AUC with its CI"))
+    png = (tmp_path / "figures" / "roc_curves.png").read_bytes()
+    loaded = dataset.load()
+    assert (loaded["title"], loaded["caption"]) == ("ROC curves", "AUC with its CI")
+    assert base64.b64decode(loaded["data_uri"].removeprefix("data:image/png;base64,")) == png
+    assert report_figure(loaded) is loaded
+    assert report_figure(figure)["title"] == "ROC curves"  # a figure kept in memory

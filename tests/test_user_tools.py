@@ -200,7 +200,7 @@ def test_kedro_viz_shows_every_node_with_its_layer_in_chromium(tracked_project: 
     assert splits["preview"]["columns"][:2] == ["patient_id", "center"]
     assert len(splits["preview"]["data"]) == 10  # preview_args.nrows in the catalog
     assert _preview(site, "raw_cohort")["preview"]["columns"][0] == "patient_id"
-    for dataset in ("roc_curves", "roi_crops"):
+    for dataset in ("roc_curves_figure", "roi_crops"):
         image = _preview(site, dataset)
         assert image["preview_type"] == "ImagePreview", dataset
         assert image["preview"].startswith("iVBORw0KGgo"), dataset  # a base64 PNG

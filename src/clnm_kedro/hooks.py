@@ -138,8 +138,7 @@ class UnfinishedOutputsHooks:
     ) -> None:
         """Clear what an interrupted earlier run left unfinished; journal this run's outputs."""
         self._project = Path(run_params.get("project_path") or Path.cwd()).resolve()
-        # a plain Pipeline: filtering the packaged training PipelineML would rebuild (and
-        # re-check) a PipelineML for every node when resuming
+        # a plain copy of the run's pipeline, filtered when resuming
         self._catalog, self._pipeline = catalog, Pipeline(pipeline.nodes)
         self._only_missing = bool(run_params.get("only_missing_outputs"))
         data = self._project / "data"

@@ -4,9 +4,10 @@ Every folder under ``pipelines/`` is registered under its own name, ``demo`` inc
 (``simulate`` followed by a whole training run: the quick start). ``__default__`` (plain
 ``kedro run``) is the training run, ``preprocessing`` to ``evaluation``, on the cohort that
 ``cohort_dir`` points to (the synthetic one unless told otherwise). It never simulates, so it
-is safe to run on a real cohort. Both ``__default__`` and ``demo`` are kedro-mlflow
-``PipelineML`` objects: they end by logging the ``inference`` scoring pipeline with its fitted
-artifacts as one MLflow model, registered as ``clnm_kedro``.
+is safe to run on a real cohort. Both ``__default__`` and ``demo`` also write the scoring
+contract and risk thresholds, so a run of either fits everything the ``inference`` scoring
+pipeline reads; ``clnm_kedro.model_packaging`` then logs it with those artifacts as one MLflow
+model, registered as ``clnm_kedro``.
 
 A name that is not registered (``kedro run --pipelines evalution``) stops the command with one
 line naming the registered pipelines, instead of Kedro's ``ImportError`` traceback.
@@ -23,7 +24,7 @@ from kedro.framework.project import find_pipelines
 from kedro.pipeline import Pipeline
 
 from clnm_kedro.pipelines import TRAINING_PIPELINES
-from clnm_kedro.pipelines.inference.pipeline import with_packaged_model
+from clnm_kedro.pipelines.inference.pipeline import with_scoring_artifacts
 
 
 class UnknownPipelineError(click.ClickException):
@@ -67,7 +68,7 @@ def register_pipelines() -> dict[str, Pipeline]:
     pipelines["__default__"] = sum(training, Pipeline([]))
     # Only the folders named in `kedro run --pipelines ...` are loaded: package what is there.
     if len(training) == len(TRAINING_PIPELINES):
-        pipelines["__default__"] = with_packaged_model(pipelines["__default__"])
+        pipelines["__default__"] = with_scoring_artifacts(pipelines["__default__"])
     if "demo" in pipelines:
-        pipelines["demo"] = with_packaged_model(pipelines["demo"])
+        pipelines["demo"] = with_scoring_artifacts(pipelines["demo"])
     return pipelines

@@ -27,7 +27,7 @@ from clnm_kedro.run_report import RunReportHooks, quiet_dependencies
 # README's "Resuming a run that stopped").
 # RunReportHooks: one console line per finished step, a closing summary (report, external
 # AUCs), and the MLflow tags that repeat the run (`kedro_command` with --env and --params).
-# PackagedModelHooks: the packaged scoring model's signature, from the run's scoring contract.
+# PackagedModelHooks: the scoring model logged to MLflow by a run that fitted all it reads.
 HOOKS = (
     UnfinishedOutputsHooks(),
     RunLockHooks(),

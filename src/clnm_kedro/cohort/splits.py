@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
+from clnm_kedro.checks import whole_number
 from clnm_kedro.cohort.errors import CohortError
 
 SPLIT_COLUMNS = ("patient_id", "center", "clnm", "split", "fold")
@@ -52,8 +53,7 @@ def check_split_feasible(
         How the table is named in messages (e.g. "the cohort after exclusions").
     """
     externals = _as_center_list(external_centers)
-    if not isinstance(n_folds, int | np.integer) or isinstance(n_folds, bool) or n_folds < 2:
-        raise CohortError(f"split.n_folds must be a whole number >= 2, got {n_folds!r}")
+    whole_number(n_folds, "split.n_folds", 2, error=CohortError)
     unlabelled = table.loc[table["clnm"].isna(), "patient_id"].tolist()
     if unlabelled:
         raise CohortError(

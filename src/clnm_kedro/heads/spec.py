@@ -16,6 +16,7 @@ import numpy as np
 import optuna
 import pandas as pd
 
+from clnm_kedro.checks import whole_number
 from clnm_kedro.heads.calibrated import CalibratedHead
 from clnm_kedro.heads.families import EstimatorOptions, SearchSpace, parse_search_space
 
@@ -262,8 +263,7 @@ class HeadResult:
 
 
 def _check_positive_int(name: str, value: Any, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"heads.{name} must be a whole number >= {minimum}; got {value!r}.")
+    whole_number(value, f"heads.{name}", minimum)
 
 
 def _check_training_data(X: pd.DataFrame, y: Any, spec: HeadSpec) -> np.ndarray:

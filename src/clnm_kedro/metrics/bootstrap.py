@@ -17,6 +17,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from clnm_kedro.checks import whole_number
 from clnm_kedro.metrics._validation import check_labels, check_level, check_scores
 
 __all__ = ["BootstrapCI", "bootstrap_ci"]
@@ -78,8 +79,7 @@ def bootstrap_ci(
     labels = check_labels(y)
     values = check_scores(score, labels.size)
     level = check_level(level)
-    if isinstance(n_boot, bool) or not isinstance(n_boot, int | np.integer) or n_boot < 1:
-        raise ValueError(f"n_boot must be a positive whole number; got {n_boot!r}.")
+    whole_number(n_boot, "n_boot", 1)
 
     case_idx = np.flatnonzero(labels == 1)
     control_idx = np.flatnonzero(labels == 0)

@@ -37,6 +37,7 @@ import pandas as pd
 import statsmodels.api as sm
 from scipy import optimize, special, stats
 
+from clnm_kedro.checks import whole_number
 from clnm_kedro.metrics._validation import check_labels, check_scores
 
 __all__ = [
@@ -70,8 +71,7 @@ class HosmerLemeshow(NamedTuple):
 
 
 def _check_groups(n_groups: int, n: int, *, name: str) -> int:
-    if isinstance(n_groups, bool) or not isinstance(n_groups, int | np.integer) or n_groups < 1:
-        raise ValueError(f"{name} must be a positive whole number; got {n_groups!r}.")
+    whole_number(n_groups, name, 1)
     if n_groups > n:
         raise ValueError(f"{name}={n_groups} is more than the {n} patients available.")
     return int(n_groups)

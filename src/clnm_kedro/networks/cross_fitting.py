@@ -33,6 +33,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from clnm_kedro.checks import whole_number
 from clnm_kedro.metrics.recalibration import LogitCalibration
 from clnm_kedro.networks.architecture import UltrasoundNetwork
 from clnm_kedro.networks.data import crop_batches, to_model_input, validate_crops
@@ -53,9 +54,7 @@ def training_folds(splits: pd.DataFrame) -> np.ndarray:
 
 def check_fold_count(splits: pd.DataFrame, n_folds: int) -> None:
     """``n_folds`` is 1 or at most the number of training-centre folds in ``splits``."""
-    if isinstance(n_folds, bool) or not isinstance(n_folds, int) or n_folds < 1:
-        raise ValueError(f"dl_training.cross_fitting.n_folds must be a whole number >= 1, "
-                         f"got {n_folds!r}")
+    whole_number(n_folds, "dl_training.cross_fitting.n_folds", 1)
     present = sorted(int(f) for f in set(training_folds(splits)) - {-1})
     if n_folds > 1 and n_folds > len(present):
         raise ValueError(

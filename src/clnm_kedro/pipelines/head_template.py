@@ -6,524 +6,64 @@ datasets have generic names (``model_input``, ``head``, ``predictions``, ...); t
 outside are mapped to plain names (``clinical_head``, ``clinical_predictions``, ...) because
 Kedro warns about dotted dataset names consumed outside their namespace.
 
-Per model, from its model-input table (training and external patients):
-
-- ``validate_head_settings``: checks the ``heads`` block, the model's block and the Optuna
-  storage URL before anything is fitted (it needs parameters only, so it runs first); the URL
-  is the ``optuna_storage`` catalog entry's (Kedro credentials) when it has one, else the
-  ``optuna_storage_url`` parameter;
-- ``tune_head``: Optuna search of every classifier family by cross-validation on the training
-  patients only, selection of a family (by default the simplest within one standard error of
-  the best, :func:`clnm_kedro.heads.select_family`), its refit on all of them and its logistic
-  calibration fitted on its out-of-fold predictions (the head, a
-  :class:`~clnm_kedro.heads.CalibratedHead`: every probability it gives is a calibrated risk);
-- ``log_head_to_mlflow``: the head in the MLflow run, with the sklearn flavour;
-- ``predict_with_head``: the fitted head applied to every patient (``train`` rows are the
-  apparent, ``external`` rows the external predictions); tagged ``inference`` as well;
-- ``predict_out_of_fold``: ``train_cv`` rows, calibrated. With ``heads.outer_cv.n_splits``
-  set, nested CV: the whole search, selection and calibration rerun inside each outer fold,
-  which scores the patients it left out (an honest estimate of the procedure). Without it,
-  the chosen head refitted in every fold of the search's CV and passed through its
-  calibration: the CV that chose the family, so optimistic; ``head_selection`` and the
-  comparison say which of the two the ``train_cv`` rows are;
-- ``compare_families``: the classifier comparison (CV AUC of every family with its standard
-  error, which families are within one standard error of the best, which was selected and
-  why, and the external AUC of each family's best pipeline refitted on the training patients —
-  computed after the selection, never used for it);
-- ``plot_head_search``, ``collect_head_metrics``, ``record_head_selection``: Optuna figures,
-  MLflow metrics ``<split>.<model>...`` and the selected family and hyperparameters.
+The nodes, one per step, are in :mod:`clnm_kedro.pipelines.head_nodes` (settings, tuning,
+predictions) and :mod:`clnm_kedro.pipelines.head_reports` (comparison, figures, metrics,
+selection record); imported here too, so ``from clnm_kedro.pipelines.head_template import
+tune_head`` keeps working.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from importlib.metadata import version
-from typing import Any
-
-import matplotlib.pyplot as plt
-import mlflow
-import mlflow.sklearn
-import numpy as np
-import optuna
-import pandas as pd
-import skops.io
 from kedro.pipeline import Node, Pipeline
-from matplotlib.figure import Figure
-from mlflow.models import infer_signature
-from sklearn.metrics import roc_auc_score
-from sklearn.pipeline import Pipeline as SklearnPipeline
-from sqlalchemy.engine import make_url
 
-from clnm_kedro.datasets.optuna_storage_dataset import hide_password, storage_url_in_use
-from clnm_kedro.heads import (
-    CalibratedHead,
-    EstimatorOptions,
-    HeadSpec,
-    build_head_pipeline,
-    feature_columns,
-    feature_table,
-    fit_head_on_training_rows,
-    nested_out_of_fold,
-    open_storage,
-    optuna_figures,
-    predict_head,
-    selection_out_of_fold,
-    training_rows,
+from clnm_kedro.pipelines.head_nodes import (
+    HEAD_REQUIREMENTS,
+    SPLIT_RANK,
+    TRAIN_CV_ESTIMATES,
+    HeadSettings,
+    log_head_to_mlflow,
+    predict_out_of_fold,
+    predict_with_head,
+    prediction_rows,
+    stack_predictions,
+    tune_head,
+    validate_head_settings,
 )
-from clnm_kedro.heads.families import single_threaded_numerics
+from clnm_kedro.pipelines.head_reports import (
+    collect_head_metrics,
+    compare_families,
+    plot_head_search,
+    record_head_selection,
+)
 from clnm_kedro.registry import HEAD_MODELS, model_spec
-from clnm_kedro.reporting.predictions import PREDICTION_COLUMNS, SPLIT_ORDER
 
-logger = logging.getLogger(__name__)
+__all__ = [
+    "HEAD_PARAMETER_BLOCKS",
+    "HEAD_REQUIREMENTS",
+    "PUBLIC_OUTPUTS",
+    "SPLIT_RANK",
+    "TRAIN_CV_ESTIMATES",
+    "HeadSettings",
+    "collect_head_metrics",
+    "compare_families",
+    "create_head_pipeline",
+    "head_template",
+    "log_head_to_mlflow",
+    "plot_head_search",
+    "predict_out_of_fold",
+    "predict_with_head",
+    "prediction_rows",
+    "record_head_selection",
+    "stack_predictions",
+    "tune_head",
+    "validate_head_settings",
+]
 
-# The predictions table's columns and split order come from the output contract's one home.
-SPLIT_RANK: dict[str, int] = {split: rank for rank, split in enumerate(SPLIT_ORDER)}
-_MODEL_KEYS = frozenset({"model", "clinical_columns"})
 # Each head model and its parameter block (clnm_kedro.registry): `clinical_modeling` builds the
 # clinical head, `fusion` the others, and `inference` scores with all of them.
 HEAD_PARAMETER_BLOCKS: dict[str, str] = {
     model: model_spec(model).parameters for model in HEAD_MODELS
 }
-# Packages a logged head needs (besides this project, whose preprocessing it references).
-HEAD_REQUIREMENTS: tuple[str, ...] = ("scikit-learn", "catboost", "numpy", "pandas", "skops")
-
-
-@dataclass(frozen=True)
-class HeadSettings:
-    """Validated settings of one model's head.
-
-    Attributes
-    ----------
-    model
-        The model's name in predictions, study names and MLflow (``clinical``, ...).
-    spec
-        The validated ``heads`` block.
-    storage_url
-        Optuna storage URL (``None``: studies kept in memory only). It may hold a password
-        (from credentials), so it is left out of ``repr``.
-    seed
-        Seed of the CV split, the sampler and every estimator.
-    """
-
-    model: str
-    spec: HeadSpec
-    storage_url: str | None = field(repr=False)
-    seed: int
-
-
-# --------------------------------------------------------------------------------------
-# Nodes
-# --------------------------------------------------------------------------------------
-
-
-def validate_head_settings(
-    heads: dict[str, Any],
-    model_settings: dict[str, Any],
-    optuna_storage_url: str | None,
-    seed: int,
-    optuna_storage: str | None = None,
-) -> HeadSettings:
-    """Check the ``heads`` block, the model's block and the storage URL; nothing is fitted.
-
-    ``optuna_storage`` (the catalog entry of that name: a URL from Kedro credentials, already
-    checked there) replaces the ``optuna_storage_url`` parameter when it is not ``None``.
-
-    Raises
-    ------
-    ValueError
-        Naming the offending parameter (e.g. ``heads.search_space.svm.C: low ...``).
-    """
-    if not isinstance(model_settings, Mapping) or not isinstance(model_settings.get("model"), str):
-        raise ValueError(
-            "A head's parameter block needs 'model', the model's name (e.g. clinical); got "
-            f"{model_settings!r}."
-        )
-    unknown = sorted(set(model_settings) - _MODEL_KEYS)
-    if unknown:
-        raise ValueError(
-            f"Unknown keys {unknown} in the parameters of the {model_settings['model']} head; "
-            f"allowed: {sorted(_MODEL_KEYS)}."
-        )
-    if optuna_storage_url is not None:
-        try:
-            make_url(optuna_storage_url)
-        except Exception as error:
-            raise ValueError(
-                f"optuna_storage_url is not a valid SQLAlchemy URL: {optuna_storage_url!r} "
-                f"({error})."
-            ) from error
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed must be a whole number; got {seed!r}.")
-    try:
-        spec = HeadSpec.from_params(heads)
-    except ValueError as error:
-        raise ValueError(
-            f"Invalid classifier-head parameters (the 'heads' block): {error}"
-        ) from error
-    storage_url = storage_url_in_use(optuna_storage_url, optuna_storage)
-    return HeadSettings(model_settings["model"], spec, storage_url, seed)
-
-
-def tune_head(
-    model_input: pd.DataFrame, settings: HeadSettings
-) -> tuple[CalibratedHead, pd.DataFrame]:
-    """Tune every classifier family on the training patients, select one, refit and
-    calibrate it on all of them.
-
-    Returns
-    -------
-    tuple
-        The fitted, calibrated head and the search table (one row per family: CV AUC and its
-        standard error, complexity rank, within one SE of the best, trials, best parameters,
-        study name, selected and why).
-    """
-    result = fit_head_on_training_rows(
-        model_input,
-        settings.spec,
-        storage_url=settings.storage_url,
-        model_name=settings.model,
-        seed=settings.seed,
-    )
-    search = result.comparison.assign(
-        selection_rule=settings.spec.selection_rule,
-        selection_reason=np.where(result.comparison["selected"], result.selection_reason, ""),
-    )
-    return result.pipeline, search
-
-
-def log_head_to_mlflow(
-    head: CalibratedHead, model_input: pd.DataFrame, settings: HeadSettings
-) -> dict[str, Any]:
-    """Log the head to the active MLflow run with the sklearn flavour; describe where it is.
-
-    The model is stored in skops format (trusting exactly the types of this head), with a
-    signature of the feature columns (names and types only, no patient values) and
-    ``predict_proba`` (calibrated risks) as its pyfunc prediction. Without an active MLflow
-    run (a node called outside ``kedro run``, or tracking disabled) nothing is logged.
-
-    Returns
-    -------
-    dict
-        ``name``, ``logged`` and, when logged, ``model_uri``, ``run_id``,
-        ``skops_trusted_types``.
-    """
-    name = f"{settings.model}_head"
-    if mlflow.active_run() is None:
-        logger.info("No active MLflow run: the %s head is not logged to MLflow.", settings.model)
-        return {"name": name, "logged": False}
-    features = feature_table(training_rows(model_input))
-    # Whole-number columns are declared as doubles: a new patient may lack the value.
-    integers = [c for c in features.columns if pd.api.types.is_integer_dtype(features[c])]
-    features = features.astype(dict.fromkeys(integers, "float64"))
-    with single_threaded_numerics():
-        signature = infer_signature(features, head.predict_proba(features))
-    trusted = sorted(skops.io.get_untrusted_types(data=skops.io.dumps(head)))
-    info = mlflow.sklearn.log_model(
-        head,
-        name=name,
-        serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
-        skops_trusted_types=trusted,
-        signature=signature,
-        pyfunc_predict_fn="predict_proba",
-        # Pinned from this environment: faster than MLflow's import-tracing inference.
-        pip_requirements=[f"{package}=={version(package)}" for package in HEAD_REQUIREMENTS],
-    )
-    return {
-        "name": name,
-        "logged": True,
-        "model_uri": info.model_uri,
-        "run_id": info.run_id,
-        "skops_trusted_types": trusted,
-    }
-
-
-def prediction_rows(table: pd.DataFrame, model: str, probabilities: np.ndarray) -> pd.DataFrame:
-    """Rows of the predictions table (docs/output_contract.md) for the rows of ``table``.
-
-    ``center``, ``split`` and ``clnm`` are copied from ``table`` (left empty for new
-    patients whose table lacks them).
-    """
-    rows = pd.DataFrame(
-        {
-            "patient_id": table["patient_id"].astype(str).to_numpy(),
-            "model": model,
-            "probability": np.asarray(probabilities, dtype=float),
-        }
-    )
-    for column in ("center", "split", "clnm"):
-        rows[column] = table[column].to_numpy() if column in table.columns else pd.NA
-    return rows.loc[:, list(PREDICTION_COLUMNS)]
-
-
-def predict_with_head(
-    head: CalibratedHead | SklearnPipeline, model_input: pd.DataFrame, settings: HeadSettings
-) -> pd.DataFrame:
-    """Calibrated CLNM risk of every patient from the fitted head (``train`` rows: apparent;
-    ``external``)."""
-    with single_threaded_numerics():
-        probabilities = predict_head(head, model_input)
-    return prediction_rows(model_input, settings.model, probabilities)
-
-
-TRAIN_CV_ESTIMATES: dict[str, str] = {
-    "nested": (
-        "nested cross-validation: search, selection and calibration rerun inside each outer "
-        "fold, which scores the patients it left out (honest about the selection)"
-    ),
-    "selection": (
-        "the cross-validation that chose the family and hyperparameters (optimistic; set "
-        "heads.outer_cv.n_splits for a nested estimate)"
-    ),
-}
-
-
-def predict_out_of_fold(
-    head: CalibratedHead, model_input: pd.DataFrame, settings: HeadSettings
-) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """``train_cv`` rows: each training patient's calibrated risk from a head fitted without it.
-
-    With ``heads.outer_cv.n_splits`` set, nested CV (:func:`clnm_kedro.heads.nested_out_of_fold`).
-    Otherwise the chosen head is refitted in every fold of the search's CV (with repeated CV a
-    patient's probability is the mean over the repeats) and passed through the head's
-    calibration. External patients are not used.
-
-    Returns
-    -------
-    tuple
-        The ``train_cv`` rows, and what they are: ``{"estimate": "nested" | "selection",
-        "description", "outer_folds": [...]}`` (one entry per outer fold: the family it
-        chose, its inner and outer AUC, its calibration).
-    """
-    train = training_rows(model_input)
-    X, y = feature_table(train), train["clnm"].astype(int).to_numpy()
-    outer_folds: list[dict[str, Any]] = []
-    if settings.spec.outer_splits is not None:
-        estimate = "nested"
-        probabilities, folds = nested_out_of_fold(
-            X, y, settings.spec, model_name=settings.model, seed=settings.seed
-        )
-        outer_folds = folds.to_dict(orient="records")
-    else:
-        estimate = "selection"
-        with single_threaded_numerics():
-            scores = selection_out_of_fold(head.pipeline, X, y, settings.spec, settings.seed)
-        probabilities = head.calibration.apply(scores)
-    summary = {
-        "estimate": estimate,
-        "description": TRAIN_CV_ESTIMATES[estimate],
-        "outer_folds": outer_folds,
-    }
-    rows = prediction_rows(train.assign(split="train_cv"), settings.model, probabilities)
-    return rows, summary
-
-
-def stack_predictions(fitted: pd.DataFrame, out_of_fold: pd.DataFrame) -> pd.DataFrame:
-    """The model's predictions table: ``train``, ``train_cv`` and ``external`` rows."""
-    table = pd.concat([fitted, out_of_fold], ignore_index=True)
-    order = table["split"].map(SPLIT_RANK).fillna(len(SPLIT_RANK))
-    return (
-        table.assign(_order=order)
-        .sort_values(["_order"], kind="stable")
-        .drop(columns="_order")
-        .reset_index(drop=True)
-    )
-
-
-def _auc(labels: pd.Series, probabilities: np.ndarray) -> float:
-    labels = labels.astype(float)
-    known = labels.notna().to_numpy()
-    if known.sum() == 0 or labels[known].nunique() < 2:
-        return float("nan")
-    return float(roc_auc_score(labels[known].astype(int), probabilities[known]))
-
-
-def compare_families(
-    head: CalibratedHead,
-    head_search: pd.DataFrame,
-    model_input: pd.DataFrame,
-    train_cv_summary: dict[str, Any],
-    settings: HeadSettings,
-) -> pd.DataFrame:
-    """The classifier comparison: every family's CV log loss and AUC (with their standard
-    errors, whether it is within one standard error of the best by the selection metric, which
-    was selected and why) and external AUC.
-
-    Each family's best pipeline is refitted on the training patients and scored on the
-    external ones; the selected family's is the head itself. The external AUC is computed
-    after the selection and never used for it.
-
-    Returns
-    -------
-    pandas.DataFrame
-        ``model, family, selected, cv_log_loss, cv_log_loss_se, cv_auc, cv_auc_se,
-        within_one_se, complexity,
-        selection_rule, selection_reason, train_cv_estimate, train_auc, external_auc,
-        n_trials, n_pruned, search_seconds, best_params, study``; ``train_cv_estimate`` says
-        whether the ``train_cv`` rows of the model are the nested or the selection CV;
-        ``external_auc`` is empty without external patients of both classes.
-    """
-    train = training_rows(model_input)
-    external = model_input[model_input["split"] == "external"]
-    X, y = feature_table(train), train["clnm"].astype(int).to_numpy()
-    columns = feature_columns(X)
-    options = EstimatorOptions(
-        seed=settings.seed, class_weight=settings.spec.class_weight, n_jobs=settings.spec.n_jobs
-    )
-    train_aucs, external_aucs = [], []
-    with single_threaded_numerics():
-        for row in head_search.itertuples(index=False):
-            if bool(row.selected):
-                pipeline = head
-            elif np.isfinite(row.cv_auc):
-                params = json.loads(row.best_params)
-                pipeline = build_head_pipeline(columns, row.family, params, options).fit(X, y)
-            else:  # no complete trial: nothing to refit
-                train_aucs.append(float("nan"))
-                external_aucs.append(float("nan"))
-                continue
-            train_aucs.append(_auc(train["clnm"], predict_head(pipeline, train)))
-            external_aucs.append(
-                _auc(external["clnm"], predict_head(pipeline, external))
-                if not external.empty
-                else float("nan")
-            )
-    table = head_search.assign(
-        train_auc=train_aucs,
-        external_auc=external_aucs,
-        train_cv_estimate=train_cv_summary["estimate"],
-    )
-    first = [
-        "model",
-        "family",
-        "selected",
-        "cv_log_loss",
-        "cv_log_loss_se",
-        "cv_auc",
-        "cv_auc_se",
-        "within_one_se",
-        "complexity",
-        "selection_rule",
-        "selection_reason",
-        "train_cv_estimate",
-        "train_auc",
-        "external_auc",
-    ]
-    table = table[first + [c for c in table.columns if c not in first]]
-    logger.info(
-        "%s model, classifier comparison (cross-validated / external AUC): %s.",
-        settings.model,
-        "; ".join(
-            f"{r.family} {r.cv_auc:.3f} / {r.external_auc:.3f}"
-            for r in table.itertuples(index=False)
-        ),
-    )
-    return table
-
-
-def _placeholder_figure(title: str, reason: str) -> Figure:
-    figure, axes = plt.subplots(figsize=(6.4, 2.4))
-    axes.set_axis_off()
-    axes.set_title(title)
-    axes.text(0.5, 0.5, reason, ha="center", va="center", wrap=True)
-    return figure
-
-
-def plot_head_search(head_search: pd.DataFrame, settings: HeadSettings) -> tuple[Figure, Figure]:
-    """Optuna's optimisation history and hyperparameter importances of the selected family.
-
-    The study is read back from the Optuna storage; with in-memory storage (no URL), or too
-    few complete trials, a figure saying so is returned instead.
-    """
-    selected = head_search.loc[head_search["selected"].astype(bool)].iloc[0]
-    names = ("Optimisation history", "Hyperparameter importance")
-    if settings.storage_url is None:
-        reason = "Studies were kept in memory (optuna_storage_url: null)."
-        return (
-            _placeholder_figure(f"{names[0]}: {selected['study']}", reason),
-            _placeholder_figure(f"{names[1]}: {selected['study']}", reason),
-        )
-    study = optuna.load_study(
-        study_name=str(selected["study"]), storage=open_storage(settings.storage_url)
-    )
-    figures = optuna_figures(study)
-    history, importances = figures["optimization_history"], figures["param_importances"]
-    reason = "Fewer than two complete trials, or no searched hyperparameter that varies."
-    return (
-        history or _placeholder_figure(f"{names[0]}: {study.study_name}", reason),
-        importances or _placeholder_figure(f"{names[1]}: {study.study_name}", reason),
-    )
-
-
-def collect_head_metrics(
-    head_comparison: pd.DataFrame, settings: HeadSettings
-) -> dict[str, dict[str, float | int]]:
-    """MLflow metrics of the search, named ``<split>.<model>[.<family>].<metric>``.
-
-    ``train_cv.<model>.cv_auc`` and ``train_cv.<model>.cv_log_loss`` (the selected head's mean
-    cross-validated AUC and log loss in the search), ``train_cv.<model>.<family>.cv_auc``,
-    ``train_cv.<model>.<family>.cv_log_loss`` and ``external.<model>.<family>.auc`` per family.
-    ``train_cv.<model>.auc`` is left to the evaluation (the AUC of the pooled out-of-fold
-    predictions), so the two are never confused.
-    """
-    model = settings.model
-    metrics: dict[str, dict[str, float | int]] = {}
-
-    def put(name: str, value: Any) -> None:
-        if value is not None and np.isfinite(value):
-            metrics[name] = {"value": float(value), "step": 0}
-
-    for row in head_comparison.itertuples(index=False):
-        put(f"train_cv.{model}.{row.family}.cv_auc", row.cv_auc)
-        put(f"train_cv.{model}.{row.family}.cv_log_loss", row.cv_log_loss)
-        put(f"external.{model}.{row.family}.auc", row.external_auc)
-        if bool(row.selected):
-            put(f"train_cv.{model}.cv_auc", row.cv_auc)
-            put(f"train_cv.{model}.cv_log_loss", row.cv_log_loss)
-    return metrics
-
-
-def record_head_selection(
-    head: CalibratedHead,
-    head_comparison: pd.DataFrame,
-    train_cv_summary: dict[str, Any],
-    settings: HeadSettings,
-) -> dict[str, Any]:
-    """The selected family and why, its hyperparameters, CV AUC, calibration, and what the
-    ``train_cv`` rows are (also MLflow parameters).
-
-    When an MLflow run is active (a ``kedro run`` with kedro-mlflow), the family and each
-    hyperparameter are logged as parameters ``<model>.head.family``, ``<model>.head.<name>``.
-    """
-    selected = head_comparison.loc[head_comparison["selected"].astype(bool)].iloc[0]
-    params = json.loads(selected["best_params"])
-    selection = {
-        "model": settings.model,
-        "family": str(selected["family"]),
-        "cv_log_loss": float(selected["cv_log_loss"]),
-        "cv_log_loss_se": float(selected["cv_log_loss_se"]),
-        "cv_auc": float(selected["cv_auc"]),
-        "cv_auc_se": float(selected["cv_auc_se"]),
-        "selection_metric": settings.spec.selection_metric,
-        "selection_rule": str(selected["selection_rule"]),
-        "selection_reason": str(selected["selection_reason"]),
-        "calibration": head.calibration.to_dict(),
-        "train_cv": train_cv_summary,
-        "params": params,
-        "study": str(selected["study"]),
-        "optuna_storage_url": hide_password(settings.storage_url),
-    }
-    if mlflow.active_run() is not None:
-        mlflow.log_params(
-            {
-                f"{settings.model}.head.family": selection["family"],
-                f"{settings.model}.head.train_cv_estimate": train_cv_summary["estimate"],
-                **{f"{settings.model}.head.{name}": value for name, value in params.items()},
-            }
-        )
-    return selection
 
 
 # --------------------------------------------------------------------------------------
@@ -532,13 +72,19 @@ def record_head_selection(
 
 
 def head_template() -> Pipeline:
-    """The head pipeline with generic names (``model_input``, ``head``, ``predictions``...)."""
+    """The head pipeline with generic names (``model_input``, ``head``, ``predictions``...).
+
+    ``heads`` is the ``heads`` block (training: the parameters; serving: the spec read without
+    probe fits) and ``optuna_storage`` the store's URL from credentials (serving, which opens no
+    store: the ``optuna_storage_url`` parameter). The nodes tagged ``inference`` score with a
+    fitted head: ``inference`` instantiates them again.
+    """
     return Pipeline(
         [
             Node(
                 validate_head_settings,
                 inputs=[
-                    "params:heads",
+                    "heads",
                     "params:model_settings",
                     "params:optuna_storage_url",
                     "params:seed",
@@ -651,13 +197,15 @@ def create_head_pipeline(model: str, model_input: str, model_settings: str) -> P
     return Pipeline(
         head_template(),
         namespace=model,
-        inputs={"model_input": model_input, "optuna_storage": "optuna_storage"},
+        inputs={
+            "model_input": model_input,
+            "heads": "params:heads",
+            "optuna_storage": "optuna_storage",
+        },
         outputs={name: f"{model}_{name}" for name in PUBLIC_OUTPUTS},
         parameters={
-            "params:heads": "params:heads",
             "params:model_settings": f"params:{model_settings}",
             "params:optuna_storage_url": "params:optuna_storage_url",
             "params:seed": "params:seed",
         },
     )
-

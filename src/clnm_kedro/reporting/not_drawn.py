@@ -41,19 +41,20 @@ def not_drawn(title: str, error: BaseException) -> Figure:
 
 
 def figure_never_fails(
-    title: str, embed: Callable[[Figure, str, str], Any]
-) -> Callable[[Callable[..., tuple[Figure, Any]]], Callable[..., tuple[Figure, Any]]]:
-    """Wrap a node returning ``(figure, report_figure)``: an exception becomes a figure saying
-    that ``title`` was not drawn and why, embedded in the report with ``embed``."""
+    title: str, caption: Callable[[Figure, str, str], Figure]
+) -> Callable[[Callable[..., tuple[Figure, str]]], Callable[..., Figure]]:
+    """Wrap a node returning ``(figure, caption)`` into one returning the figure captioned with
+    ``title`` (``caption``: how a figure carries its title and caption to the report); an
+    exception becomes a figure saying that ``title`` was not drawn and why."""
 
-    def decorate(plot: Callable[..., tuple[Figure, Any]]) -> Callable[..., tuple[Figure, Any]]:
+    def decorate(plot: Callable[..., tuple[Figure, str]]) -> Callable[..., Figure]:
         @functools.wraps(plot)
-        def guarded(*args: Any, **kwargs: Any) -> tuple[Figure, Any]:
+        def guarded(*args: Any, **kwargs: Any) -> Figure:
             try:
-                return plot(*args, **kwargs)
+                figure, text = plot(*args, **kwargs)
             except Exception as error:  # a figure is an extra: it never sinks the run
-                figure = not_drawn(title, error)
-                return figure, embed(figure, title, f"not drawn: {type(error).__name__}")
+                figure, text = not_drawn(title, error), f"not drawn: {type(error).__name__}"
+            return caption(figure, title, text)
 
         return guarded
 

@@ -32,11 +32,15 @@ __all__ = [
     "DEFAULT_TEMPLATE",
     "ReportTemplateError",
     "as_table",
+    "captioned",
     "embed_figure",
+    "embed_png",
+    "figure_caption",
     "figure_to_data_uri",
     "flatten_parameters",
     "load_template",
     "render_report",
+    "report_figure",
 ]
 
 REPORT_TITLE = "Occult central lymph node metastasis in PTMC: evaluation report"
@@ -55,7 +59,6 @@ class ReportTemplateError(ValueError):
     """The report template cannot be found or rendered."""
 
 
-
 def figure_to_data_uri(figure: Figure, dpi: int = 110) -> str:
     """The figure as a ``data:image/png;base64,...`` URI."""
     buffer = io.BytesIO()
@@ -67,6 +70,31 @@ def figure_to_data_uri(figure: Figure, dpi: int = 110) -> str:
 def embed_figure(figure: Figure, title: str, caption: str = "") -> dict[str, str]:
     """A figure ready for :func:`render_report`: ``{"title", "caption", "data_uri"}``."""
     return {"title": title, "caption": caption, "data_uri": figure_to_data_uri(figure)}
+
+
+def captioned(figure: Figure, title: str, caption: str = "") -> Figure:
+    """``figure`` carrying its title and caption in the report (:func:`figure_caption`)."""
+    figure.report_caption = (title, caption)  # type: ignore[attr-defined]
+    return figure
+
+
+def figure_caption(figure: Figure) -> tuple[str, str]:
+    """The report title and caption :func:`captioned` gave ``figure`` (empty: none)."""
+    return getattr(figure, "report_caption", ("", ""))
+
+
+def embed_png(png: bytes, title: str, caption: str = "") -> dict[str, str]:
+    """A PNG file's bytes ready for :func:`render_report` (see :func:`embed_figure`)."""
+    encoded = base64.b64encode(png).decode("ascii")
+    return {"title": title, "caption": caption, "data_uri": f"data:image/png;base64,{encoded}"}
+
+
+def report_figure(item: Figure | Mapping[str, str]) -> Mapping[str, str]:
+    """A figure node's output as the report embeds it: a figure read back from its PNG file
+    (``ReportFigureDataset``) as it is; a figure still in memory embedded with its caption."""
+    if isinstance(item, Figure):
+        return embed_figure(item, *figure_caption(item))
+    return item
 
 
 def _cell(value: Any) -> str:
@@ -342,9 +370,7 @@ def render_report(
         "data_quality": _data_quality(data_quality or {}),
         "table_one": {
             "by_centre": as_table(tables.table_one_display((table_one or {}).get("by_centre"))),
-            "by_outcome": as_table(
-                tables.table_one_display((table_one or {}).get("by_outcome"))
-            ),
+            "by_outcome": as_table(tables.table_one_display((table_one or {}).get("by_outcome"))),
         },
         "odds": {
             "table": as_table(

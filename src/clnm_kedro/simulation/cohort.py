@@ -33,6 +33,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from tqdm.auto import tqdm
 
+from clnm_kedro.checks import whole_number
 from clnm_kedro.processes import process_alive, this_process
 from clnm_kedro.registry import VIEWS
 from clnm_kedro.simulation.bmode import Scanner, encode_png, render_patient
@@ -413,8 +414,7 @@ class SyntheticCohort:
 def simulate_cohort(params: dict[str, Any], seed: int) -> SyntheticCohort:
     """Check the ``simulate`` parameters and sample the cohort's patients (no images yet)."""
     checked = validate_parameters(params)
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
-        raise ValueError(f"seed must be a whole number, got {seed!r}")
+    whole_number(seed, "seed")
     sample = sample_patients(checked, int(seed))
     counts = sample.table["center"].value_counts().reindex([c["name"] for c in checked["centers"]])
     logger.info(

@@ -11,6 +11,8 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from clnm_kedro.checks import whole_number
+
 LOCATIONS = ("upper", "middle", "lower", "isthmus")
 
 #: keys that change how the cohort is produced, not what it contains (left out of the manifest)
@@ -309,23 +311,16 @@ def validate_parameters(params: Mapping[str, Any]) -> dict[str, Any]:
     _keys(params, _TOP, "simulate")
     params.update(presets)
     n = params["n_patients"]
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-        raise SimulationParameterError(
-            f"simulate.n_patients must be a whole number >= 2, got {n!r}"
-        )
+    whole_number(n, "simulate.n_patients", 2, error=SimulationParameterError)
     _check(params["prevalence"], "simulate.prevalence", lambda v: 0 < v < 1, "between 0 and 1")
     _non_negative(params["unobserved_sd"], "simulate.unobserved_sd")
     level = params["png_compress_level"]
     if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= 9:
         raise SimulationParameterError(f"simulate.png_compress_level must be 0..9, got {level!r}")
     jobs = params["n_jobs"]
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise SimulationParameterError(f"simulate.n_jobs must be a whole number >= 1, got {jobs!r}")
+    whole_number(jobs, "simulate.n_jobs", 1, error=SimulationParameterError)
     ceiling = params["ceiling_patients"]
-    if isinstance(ceiling, bool) or not isinstance(ceiling, int) or ceiling < 100:
-        raise SimulationParameterError(
-            f"simulate.ceiling_patients must be a whole number >= 100, got {ceiling!r}"
-        )
+    whole_number(ceiling, "simulate.ceiling_patients", 100, error=SimulationParameterError)
     if not isinstance(params["progress_bar"], bool):
         raise SimulationParameterError("simulate.progress_bar must be true or false")
 

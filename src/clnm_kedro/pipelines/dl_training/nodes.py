@@ -24,6 +24,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
 from torch import nn
 
+from clnm_kedro.checks import whole_number
 from clnm_kedro.networks import (
     NETWORK_VIEWS,
     TrainingResult,
@@ -173,8 +174,7 @@ def resolve_network_settings(
         )
     if not isinstance(recipe, Mapping):
         raise ValueError(f"dl_training.recipe must be a mapping, got {recipe!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed must be a whole number; got {seed!r}")
+    whole_number(seed, "seed")
     try:
         block = _merged_block(recipe, model_settings)
         config = resolve_config(config_for_kind(block, views))

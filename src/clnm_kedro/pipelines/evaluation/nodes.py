@@ -107,9 +107,7 @@ def build_table_one(
     cohort = _cohort_with_splits(cohort_table, patient_splits)
     variables = clinical_columns(cohort_table, None)
     by_centre = baseline_table(cohort, "center", variables)
-    by_outcome = baseline_table(
-        cohort, "clnm", variables, group_labels={0: "No CLNM", 1: "CLNM"}
-    )
+    by_outcome = baseline_table(cohort, "clnm", variables, group_labels={0: "No CLNM", 1: "CLNM"})
     return by_centre, by_outcome
 
 
@@ -212,74 +210,62 @@ def collect_mlflow_metrics(
     return model_metrics.mlflow_metrics(metrics, delong_tests, oracle_comparison)
 
 
-@figure_never_fails('ROC curves', report.embed_figure)
-def plot_roc(
-    predictions_table: pd.DataFrame, evaluation: dict[str, Any]
-) -> tuple[Figure, ReportFigure]:
+@figure_never_fails("ROC curves", report.captioned)
+def plot_roc(predictions_table: pd.DataFrame, evaluation: dict[str, Any]) -> tuple[Figure, str]:
     """ROC curves of every model on the training and external sets."""
     settings = EvaluationSettings.from_params(evaluation)
     figure = figures.plot_roc_curves(
         predictions_table, settings.figure_splits, settings.confidence_level
     )
-    return figure, report.embed_figure(
-        figure, "ROC curves", "AUC with its DeLong confidence interval in the legend"
-    )
+    return figure, "AUC with its DeLong confidence interval in the legend"
 
 
-@figure_never_fails('Calibration curves', report.embed_figure)
+@figure_never_fails("Calibration curves", report.captioned)
 def plot_calibration(
     predictions_table: pd.DataFrame, evaluation: dict[str, Any]
-) -> tuple[Figure, ReportFigure]:
+) -> tuple[Figure, str]:
     """Calibration curves (observed against predicted risk) of every model."""
     settings = EvaluationSettings.from_params(evaluation)
     figure = figures.plot_calibration_curves(
         predictions_table, settings.figure_splits, settings.confidence_level
     )
-    return figure, report.embed_figure(
-        figure,
-        "Calibration curves",
+    return figure, (
         "smoothed (logistic regression on a restricted cubic spline of the logit) with "
         "pointwise confidence bands; the dotted diagonal is perfect calibration; beneath, the "
-        "distribution of predicted risks",
+        "distribution of predicted risks"
     )
 
 
-@figure_never_fails('Net benefit against treat-all', report.embed_figure)
+@figure_never_fails("Net benefit against treat-all", report.captioned)
 def plot_net_benefit_difference(
     net_benefit: pd.DataFrame, evaluation: dict[str, Any]
-) -> tuple[Figure, ReportFigure]:
+) -> tuple[Figure, str]:
     """Net benefit minus treat-all's, with bootstrap bands, of every model."""
     settings = EvaluationSettings.from_params(evaluation)
     figure = figures.plot_net_benefit_difference(net_benefit, settings.figure_splits)
-    return figure, report.embed_figure(
-        figure,
-        "Net benefit against treat-all",
+    return figure, (
         "difference in net benefit from operating on every patient, with stratified-bootstrap "
-        "bands; above 0 the model helps",
+        "bands; above 0 the model helps"
     )
 
 
-@figure_never_fails('Decision curves', report.embed_figure)
+@figure_never_fails("Decision curves", report.captioned)
 def plot_decision_curves(
     predictions_table: pd.DataFrame, evaluation: dict[str, Any]
-) -> tuple[Figure, ReportFigure]:
+) -> tuple[Figure, str]:
     """Decision curves (net benefit) of every model against treat-all and treat-none."""
     settings = EvaluationSettings.from_params(evaluation)
     figure = figures.plot_decision_curves(
         predictions_table, settings.figure_splits, settings.decision_thresholds
     )
-    return figure, report.embed_figure(
-        figure, "Decision curves", "net benefit across threshold probabilities"
-    )
+    return figure, "net benefit across threshold probabilities"
 
 
-@figure_never_fails('Training curves', report.embed_figure)
-def plot_training_curves(**histories: pd.DataFrame) -> tuple[Figure, ReportFigure]:
+@figure_never_fails("Training curves", report.captioned)
+def plot_training_curves(**histories: pd.DataFrame) -> tuple[Figure, str]:
     """Loss and internal-validation AUC per epoch of every network (keyword = model id)."""
     figure = figures.plot_training_overview(histories)
-    return figure, report.embed_figure(
-        figure, "Training curves", "the dotted red line marks the epoch whose weights were kept"
-    )
+    return figure, "the dotted red line marks the epoch whose weights were kept"
 
 
 def _as_network(network: Any, model: str) -> nn.Module:
@@ -292,17 +278,19 @@ def _as_network(network: Any, model: str) -> nn.Module:
     )
 
 
-def gradcam_node(model: str) -> Callable[..., tuple[Figure, ReportFigure]]:
+def gradcam_node(model: str) -> Callable[..., Figure]:
     """The Grad-CAM node of one network (``model`` is its id, e.g. ``dl_dual``)."""
 
-    @figure_never_fails(f"Grad-CAM: {model_label(model)}", report.embed_figure)
+    title = f"Grad-CAM: {model_label(model)}"
+
+    @figure_never_fails(title, report.captioned)
     def plot_gradcam(
         network: nn.Module,
         roi_crops: np.ndarray,
         patient_splits: pd.DataFrame,
         evaluation: dict[str, Any],
         seed: int,
-    ) -> tuple[Figure, ReportFigure]:
+    ) -> tuple[Figure, str]:
         """Grad-CAM heatmaps of both views for a seeded sample of external patients."""
         settings = EvaluationSettings.from_params(evaluation)
         if len(patient_splits) != len(roi_crops):
@@ -313,7 +301,6 @@ def gradcam_node(model: str) -> Callable[..., tuple[Figure, ReportFigure]]:
         rows = choose_gradcam_patients(
             patient_splits, settings.gradcam_split, settings.gradcam_patients, seed
         )
-        title = f"Grad-CAM: {model_label(model)}"
         if rows.size == 0:
             logger.warning(
                 "No %s patients for Grad-CAM of %s.",
@@ -323,7 +310,7 @@ def gradcam_node(model: str) -> Callable[..., tuple[Figure, ReportFigure]]:
             figure = figures.plot_gradcam_panel(
                 roi_crops[:0], np.zeros((0, 1, 1, 1)), (0,), [], title=title
             )
-            return figure, report.embed_figure(figure, title, "no patients to show")
+            return figure, "no patients to show"
         result = gradcam_heatmaps(_as_network(network, model), roi_crops[rows])
         chosen = patient_splits.iloc[rows]
         captions = [
@@ -345,7 +332,7 @@ def gradcam_node(model: str) -> Callable[..., tuple[Figure, ReportFigure]]:
             f"{rows.size} {split_label(settings.gradcam_split).lower()} patients (seeded "
             "choice); crop and heatmap overlay of each view"
         )
-        return figure, report.embed_figure(figure, title, caption)
+        return figure, caption
 
     plot_gradcam.__name__ = plot_gradcam.__qualname__ = f"plot_gradcam_{model}"
     return plot_gradcam
@@ -371,18 +358,19 @@ def build_report(
     sample_size: dict[str, Any],
     plain_summary: list[str],
     evaluation: dict[str, Any],
-    **comparisons_and_figures: pd.DataFrame | ReportFigure,
+    **comparisons_and_figures: pd.DataFrame | Figure | ReportFigure,
 ) -> str:
     """The self-contained HTML report, rendered from the packaged template or the one named by
     ``evaluation.report_template``.
 
     Every further keyword is a head's classifier comparison (``<model>_head_comparison``, one
-    per head model of :mod:`clnm_kedro.registry`) or an embedded figure (from a figure node),
-    by name.
+    per head model of :mod:`clnm_kedro.registry`) or a figure node's figure, by name: read back
+    from its PNG file (``ReportFigureDataset``), or the captioned figure itself when in memory.
     """
     settings = EvaluationSettings.from_params(evaluation)
     report_figures = dict(comparisons_and_figures)
     head_comparisons = [report_figures.pop(f"{model}_head_comparison") for model in HEAD_MODELS]
+    report_figures = {name: report.report_figure(item) for name, item in report_figures.items()}
     html = report.render_report(
         metrics=metrics,
         delong_tests=delong_tests,

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
+from clnm_kedro.checks import whole_number
 from clnm_kedro.networks import (
     features_and_probabilities,
     features_table,
@@ -58,10 +59,7 @@ def _checked(
             f"Unknown keys {unknown} in feature_extraction; allowed: {sorted(_SETTINGS_KEYS)}"
         )
     batch_size = settings.get("batch_size", 256)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(
-            f"feature_extraction.batch_size must be a whole number >= 1, got {batch_size!r}"
-        )
+    whole_number(batch_size, "feature_extraction.batch_size", 1)
     validate_crops(roi_crops)
     if len(patient_splits) != len(roi_crops):
         raise ValueError(

@@ -12,29 +12,26 @@ Three pieces (see ``nodes.py``):
 - :func:`create_pipeline`, the ``inference`` pipeline: the cohort folder ``inference.cohort_dir``
   flattened into ``inference_cohort``, the scoring, the error list and optional Grad-CAM.
 
-:func:`with_packaged_model` turns a training pipeline into a kedro-mlflow ``PipelineML``: at
-the end of its run the scoring pipeline, with the fitted networks, heads, contract and
-thresholds, is logged as one MLflow model and registered as ``clnm_kedro``.
+:func:`with_scoring_artifacts` adds the first piece to a training pipeline; at the end of a
+run of it, ``clnm_kedro.model_packaging`` logs the scoring pipeline with the fitted networks,
+heads, contract and thresholds as one MLflow model, registered as ``clnm_kedro``. Serving is
+built from the training templates, instantiated a second time on the new patients: the
+preprocessing templates (``preprocessing/pipeline.py``), the networks' inference template
+and the head template's nodes tagged ``inference``; each node function is wired once.
 """
 
 from __future__ import annotations
 
-import logging
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 from kedro.pipeline import Node, Pipeline
-from kedro_mlflow.pipeline.pipeline_ml import KedroMlflowPipelineMLError, PipelineML
 
 import clnm_kedro
 from clnm_kedro.pipelines.feature_extraction.pipeline import network_inference_template
 from clnm_kedro.pipelines.head_inputs import model_input_node
-from clnm_kedro.pipelines.head_template import (
-    HEAD_PARAMETER_BLOCKS,
-    predict_with_head,
-    validate_head_settings,
-)
+from clnm_kedro.pipelines.head_template import HEAD_PARAMETER_BLOCKS, head_template
 from clnm_kedro.pipelines.inference.nodes import (
     check_training_columns,
     draw_inference_gradcam,
@@ -47,12 +44,7 @@ from clnm_kedro.pipelines.inference.nodes import (
     record_scoring_contract,
     select_scored_patients,
 )
-from clnm_kedro.pipelines.preprocessing.nodes import (
-    build_cohort_table,
-    check_images,
-    crop_rois,
-    validate_tables,
-)
+from clnm_kedro.pipelines.preprocessing.pipeline import SETTINGS, image_template, table_template
 from clnm_kedro.pipelines.recalibrate.nodes import apply_centre_calibration
 from clnm_kedro.registry import FEATURE_NETWORK, HEAD_MODELS, NETWORK_MODELS
 
@@ -120,8 +112,24 @@ def create_training_artifacts_pipeline() -> Pipeline:
     )
 
 
+def _serving(template: Pipeline, namespace: str, **renamed: str) -> Pipeline:
+    """A preprocessing template on the new patients: its datasets named ``inference_<name>``
+    (``renamed``: otherwise), its settings the training run's."""
+    names = {name: f"inference_{name}" for name in template.datasets() - {SETTINGS, "params:split"}}
+    names |= {"raw_cohort": "inference_cohort_files", SETTINGS: "inference_preprocessing"}
+    names |= renamed
+    return Pipeline(
+        template,
+        namespace=namespace,
+        inputs={name: names[name] for name in template.inputs() if name != "params:split"},
+        outputs={name: names[name] for name in template.all_outputs()},
+        parameters={"params:split": "params:split"} if "params:split" in template.inputs() else {},
+    )
+
+
 def _preprocessing_pipeline() -> Pipeline:
-    """The preprocessing nodes on the cohort table, with the training run's settings."""
+    """The preprocessing templates of training on the cohort table, with the training run's
+    settings; between the two, the clinical columns checked against the training cohort's."""
     return Pipeline(
         [
             Node(
@@ -130,15 +138,10 @@ def _preprocessing_pipeline() -> Pipeline:
                 outputs=["inference_cohort_files", "inference_preprocessing"],
                 name="open_inference_cohort",
             ),
-            Node(
-                validate_tables,
-                inputs=["inference_cohort_files", "inference_preprocessing", "params:split"],
-                outputs=[
-                    "inference_clinical_as_read",
-                    "inference_roi_boxes",
-                    "inference_table_exclusions",
-                ],
-                name="validate_inference_tables",
+            _serving(
+                table_template(),
+                "inference_tables",
+                validated_clinical="inference_clinical_as_read",
             ),
             Node(
                 check_training_columns,
@@ -150,33 +153,7 @@ def _preprocessing_pipeline() -> Pipeline:
                 outputs="inference_validated_clinical",
                 name="check_training_columns",
             ),
-            Node(
-                check_images,
-                inputs=[
-                    "inference_cohort_files",
-                    "inference_validated_clinical",
-                    "inference_roi_boxes",
-                    "inference_table_exclusions",
-                ],
-                outputs=["inference_image_manifest", "inference_file_exclusions"],
-                name="check_inference_images",
-            ),
-            Node(
-                crop_rois,
-                inputs=["inference_image_manifest", "inference_preprocessing"],
-                outputs=[
-                    "inference_roi_crops",
-                    "inference_cropped_patients",
-                    "inference_crop_exclusions",
-                ],
-                name="crop_inference_rois",
-            ),
-            Node(
-                build_cohort_table,
-                inputs=["inference_validated_clinical", "inference_cropped_patients"],
-                outputs="inference_cohort_table",
-                name="build_inference_cohort_table",
-            ),
+            _serving(image_template(), "inference_images"),
             Node(
                 select_scored_patients,
                 inputs=["inference_cohort_table", *EXCLUSIONS],
@@ -210,28 +187,24 @@ def _network_pipeline(model: str) -> Pipeline:
 
 
 def _head_pipeline(model: str, model_settings: str) -> Pipeline:
-    """One head's inference nodes, the head template's own functions: its settings (from the
-    search spec read without probe fits: nothing is tuned here) and its predictions."""
+    """One head's nodes tagged ``inference`` in the head template (its settings and its
+    predictions), on the new patients' model input with the fitted head."""
     return Pipeline(
-        [
-            Node(
-                validate_head_settings,
-                inputs=[
-                    "inference_head_spec",
-                    f"params:{model_settings}",
-                    "params:optuna_storage_url",
-                    "params:seed",
-                ],
-                outputs=f"{model}_inference_settings",
-                name=f"validate_{model}_head_settings",
-            ),
-            Node(
-                predict_with_head,
-                inputs=[f"{model}_head", f"{model}_inference_input", f"{model}_inference_settings"],
-                outputs=f"{model}_inference_scores",
-                name=f"predict_with_{model}_head",
-            ),
-        ]
+        head_template().only_nodes_with_tags("inference"),
+        namespace=f"{model}_inference",
+        inputs={
+            "heads": "inference_head_spec",
+            # serving opens no store: the settings keep the parameter's URL (unused)
+            "optuna_storage": "params:optuna_storage_url",
+            "head": f"{model}_head",
+            "model_input": f"{model}_inference_input",
+        },
+        outputs={"fitted_scores": f"{model}_inference_scores"},
+        parameters={
+            "params:model_settings": f"params:{model_settings}",
+            "params:optuna_storage_url": "params:optuna_storage_url",
+            "params:seed": "params:seed",
+        },
     )
 
 
@@ -323,61 +296,22 @@ def create_pipeline(**kwargs: Any) -> Pipeline:
     )
 
 
-logger = logging.getLogger(__name__)
+def with_scoring_artifacts(training: Pipeline) -> Pipeline:
+    """``training`` plus the scoring contract and risk thresholds: a run of it fits everything
+    :func:`create_scoring_pipeline` needs, and ``clnm_kedro.model_packaging``'s hook logs that
+    pipeline with the fitted artifacts as one MLflow model, registered as ``clnm_kedro``."""
+    return training + create_training_artifacts_pipeline()
 
 
-class PackagedTrainingPipeline(PipelineML):
-    """A kedro-mlflow ``PipelineML`` whose partial runs fall back to a plain pipeline.
-
-    kedro-mlflow turns every filtered part of a ``PipelineML`` (``--from-nodes``,
-    ``--only-missing-outputs``, and Kedro's own resume suggestion after a failed node) into a new
-    ``PipelineML`` and raises when that part does not produce every fitted artifact of the
-    scoring pipeline; after a failure that error replaced the node's own. Here such a part runs
-    as a plain pipeline and logs no model (the model is only logged by a run that fits it).
-    """
-
-    def _turn_pipeline_to_ml(self, pipeline: Pipeline) -> Pipeline:
-        try:
-            return PackagedTrainingPipeline(
-                nodes=pipeline.nodes,
-                inference=self.inference,
-                input_name=self.input_name,
-                kpm_kwargs=self.kpm_kwargs,
-                log_model_kwargs=self.log_model_kwargs,
-            )
-        except KedroMlflowPipelineMLError:
-            logger.info(
-                "This run covers only part of the training pipeline (%d of %d steps), so it "
-                "does not log the scoring model to MLflow; a whole `kedro run` does.",
-                len(pipeline.nodes),
-                len(self.nodes),
-            )
-            return Pipeline(pipeline.nodes)
-
-
-def with_packaged_model(training: Pipeline) -> PipelineML:
-    """``training`` plus the scoring artifacts, logging the scoring pipeline to MLflow.
-
-    At the end of a run of the returned pipeline, kedro-mlflow logs
-    :func:`create_scoring_pipeline` with the fitted networks, heads, scoring contract, risk
-    thresholds and parameters as one pyfunc model (input: the flat cohort table) and
-    registers it as ``clnm_kedro`` (a new version per run).
-    """
-    return PackagedTrainingPipeline(
-        nodes=(training + create_training_artifacts_pipeline()).nodes,
-        inference=create_scoring_pipeline(),
-        input_name=MODEL_INPUT,
-        log_model_kwargs={
-            "name": "clnm_model",
-            "registered_model_name": REGISTERED_MODEL_NAME,
-            # The input columns follow the training cohort: clnm_kedro.model_packaging's hook
-            # sets the signature from the run's scoring contract.
-            "signature": None,
-            "pip_requirements": [f"{name}=={version(name)}" for name in MODEL_REQUIREMENTS],
-            # The project's own code travels with the model (code/clnm_kedro, prepended to
-            # sys.path when it loads), at the version recorded in the model's metadata: the
-            # model loads in any environment with `requirements.txt` installed.
-            "code_paths": [str(PACKAGE_DIR)],
-            "metadata": {"clnm_kedro_version": version("clnm_kedro")},
-        },
-    )
+def log_model_kwargs() -> dict[str, Any]:
+    """How the packaged model is logged (``mlflow.pyfunc.log_model``), its signature aside."""
+    return {
+        "name": "clnm_model",
+        "registered_model_name": REGISTERED_MODEL_NAME,
+        "pip_requirements": [f"{name}=={version(name)}" for name in MODEL_REQUIREMENTS],
+        # The project's own code travels with the model (code/clnm_kedro, prepended to
+        # sys.path when it loads), at the version recorded in the model's metadata: the
+        # model loads in any environment with `requirements.txt` installed.
+        "code_paths": [str(PACKAGE_DIR)],
+        "metadata": {"clnm_kedro_version": version("clnm_kedro")},
+    }

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from clnm_kedro.checks import whole_number
 from clnm_kedro.cohort import (
     EXCLUSION_COLUMNS,
     VIEWS,
@@ -40,8 +41,7 @@ def _crop_settings(
     preprocessing: Mapping[str, Any],
 ) -> tuple[int, float, tuple[float, float] | None]:
     size = preprocessing.get("image_size")
-    if isinstance(size, bool) or not isinstance(size, int) or size < 8:
-        raise ValueError(f"preprocessing.image_size must be a whole number >= 8, got {size!r}")
+    whole_number(size, "preprocessing.image_size", 8)
     margin = preprocessing.get("roi_margin", 0.0)
     if isinstance(margin, bool) or not isinstance(margin, int | float) or margin < 0:
         raise ValueError(f"preprocessing.roi_margin must be a number >= 0, got {margin!r}")

@@ -1,4 +1,11 @@
-"""Wiring of the ``preprocessing`` pipeline (see ``nodes.py``)."""
+"""Wiring of the ``preprocessing`` pipeline (see ``nodes.py``).
+
+The cohort is read in two steps that serving repeats on new patients: :func:`table_template`
+(the tables checked) and :func:`image_template` (the image files checked, the ROIs cropped,
+the cohort table built). Their settings are the dataset ``preprocessing``: the parameter block
+here, the training run's settings read from the scoring contract in ``inference``, which
+instantiates the same two templates a second time (``inference/pipeline.py``).
+"""
 
 from __future__ import annotations
 
@@ -15,17 +22,28 @@ from clnm_kedro.pipelines.preprocessing.nodes import (
     validate_tables,
 )
 
+# What the templates read besides the cohort: the preprocessing settings, a dataset.
+SETTINGS = "preprocessing"
 
-def create_pipeline(**kwargs: Any) -> Pipeline:
-    """Validate the cohort, crop and pair the ROIs, report exclusions, assign splits."""
+
+def table_template() -> Pipeline:
+    """The cohort's tables checked: ``raw_cohort`` to the validated clinical table."""
     return Pipeline(
         [
             Node(
                 validate_tables,
-                inputs=["raw_cohort", "params:preprocessing", "params:split"],
+                inputs=["raw_cohort", SETTINGS, "params:split"],
                 outputs=["validated_clinical", "roi_boxes", "table_exclusions"],
                 name="validate_cohort_tables",
             ),
+        ]
+    )
+
+
+def image_template() -> Pipeline:
+    """The image files checked, the ROIs cropped and the cohort table built."""
+    return Pipeline(
+        [
             Node(
                 check_images,
                 inputs=["raw_cohort", "validated_clinical", "roi_boxes", "table_exclusions"],
@@ -34,7 +52,7 @@ def create_pipeline(**kwargs: Any) -> Pipeline:
             ),
             Node(
                 crop_rois,
-                inputs=["image_manifest", "params:preprocessing"],
+                inputs=["image_manifest", SETTINGS],
                 outputs=["roi_crops", "cropped_patients", "crop_exclusions"],
                 name="crop_rois",
             ),
@@ -43,6 +61,18 @@ def create_pipeline(**kwargs: Any) -> Pipeline:
                 inputs=["validated_clinical", "cropped_patients"],
                 outputs="cohort_table",
                 name="build_cohort_table",
+            ),
+        ]
+    )
+
+
+def create_pipeline(**kwargs: Any) -> Pipeline:
+    """Validate the cohort, crop and pair the ROIs, report exclusions, assign splits."""
+    return Pipeline(
+        [
+            Pipeline(
+                [table_template(), image_template()],
+                inputs={SETTINGS: f"params:{SETTINGS}"},
             ),
             Node(
                 build_data_quality_report,

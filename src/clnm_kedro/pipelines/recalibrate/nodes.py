@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
+from clnm_kedro.checks import whole_number
 from clnm_kedro.datasets import RawCohort
 from clnm_kedro.metrics.calibration import brier_score, calibration_intercept_slope
 from clnm_kedro.metrics.recalibration import LogitCalibration
@@ -49,8 +50,7 @@ def _settings(recalibrate: dict[str, Any]) -> tuple[str, int]:
     if update not in UPDATES:
         raise ValueError(f"recalibrate.update must be one of {list(UPDATES)}; got {update!r}.")
     min_events = recalibrate.get("min_events", 10)
-    if isinstance(min_events, bool) or not isinstance(min_events, int) or min_events < 1:
-        raise ValueError(f"recalibrate.min_events must be a whole number >= 1; got {min_events!r}.")
+    whole_number(min_events, "recalibrate.min_events", 1)
     return update, min_events
 
 
