@@ -328,10 +328,9 @@ def test_clinical_columns_must_keep_their_training_kind() -> None:
 # Scores a flat cohort table with the model in the folder given, in whatever Python runs it, and
 # reports where clnm_kedro came from and every distribution the process imported.
 _SCORE_ELSEWHERE = """
-import importlib.util, json, sys
+import json, sys
 from importlib.metadata import packages_distributions
 import pandas as pd
-assert importlib.util.find_spec("clnm_kedro") is None, "clnm_kedro importable before loading"
 import mlflow
 model = mlflow.pyfunc.load_model(sys.argv[1])
 table = pd.read_csv(sys.argv[2], dtype=str, keep_default_na=False)
@@ -404,25 +403,55 @@ def test_registered_model_describes_its_input_and_carries_the_project(trained: P
     assert not inputs["clnm"].required and inputs["age"].required
     assert [spec.name for spec in model.signature.outputs.inputs] == list(RESULT_COLUMNS)
     assert model.metadata["clnm_kedro_version"] == version("clnm_kedro")
-    assert (folder / "code" / "clnm_kedro" / "pipelines" / "inference" / "nodes.py").is_file()
+    # The project travels as its wheel, at its version, installed by the requirements.
+    wheel = f"clnm_kedro-{version('clnm_kedro')}-py3-none-any.whl"
+    assert [path.name for path in (folder / "code").iterdir()] == [wheel]
     requirements = (folder / "requirements.txt").read_text().split()
+    assert f"code/{wheel}" in requirements
     for name in ("mlflow", "kedro", "kedro-mlflow", "torch", "scikit-learn"):
         assert f"{name}=={version(name)}" in requirements, name
+
+
+def test_registered_model_input_example_is_a_simulated_patient_that_scores(
+    trained: Path,
+) -> None:
+    """The example is one simulated patient (never a cohort's), images inside the row."""
+    from mlflow.models import Model  # noqa: PLC0415
+
+    folder = _model_folder(trained, trained / "model_example")
+    example = Model.load(str(folder / "MLmodel")).load_input_example(str(folder))
+    assert list(example["patient_id"]) == ["simulated_example"]
+    cohort = pd.read_csv(trained / "data/01_raw/synthetic_cohort/clinical.csv", dtype=str)
+    assert "simulated_example" not in set(cohort["patient_id"])
+    for view in ("longitudinal", "transverse"):
+        assert str(example.at[0, f"{view}_image"]).startswith("data:image/png;base64,")
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{trained / 'mlflow.db'}")
+    try:
+        model = mlflow.pyfunc.load_model(f"models:/{REGISTERED_MODEL_NAME}/1")
+    finally:
+        mlflow.set_tracking_uri(previous)
+    results = model.predict(model.input_example)
+    assert results["scored"].all(), results[["error_file", "error_reason"]]
+    assert results["probability"].between(0, 1).all()
 
 
 @pytest.mark.slow
 def test_registered_model_scores_alike_in_a_separate_environment(
     trained: Path, new_cohort: Path, scored: pd.DataFrame, tmp_path: Path
 ) -> None:
-    """The model in its own virtual environment, outside the checkout, without the project
-    installed: it gets its code from the model, and every distribution it imports is one
-    its ``requirements.txt`` installs (of the project's dependencies); it scores the new
+    """The model in its own virtual environment, outside the checkout, its requirements
+    installed as a user does (``pip install -r requirements.txt`` in the model folder): the
+    project comes from the model's own wheel, every distribution it imports is one its
+    ``requirements.txt`` installs (of the project's dependencies), and it scores the new
     patients as ``kedro run`` did.
 
     With ``CLNM_WHEELHOUSE`` (a folder of wheels of every requirement) the environment is
     built from ``requirements.txt`` alone (``pip install --no-index``). Without it, installing
-    torch and the rest anew is too heavy for a test (several GB): the new environment then
-    reads the third-party packages of this one (one ``.pth`` line, the project excluded).
+    torch (CUDA build) and the rest anew is too heavy for a test (about 6 GB, minutes): the
+    new environment then sees the third-party packages of this one (one ``.pth`` line, the
+    project's own editable install not among them), pip finds every pinned requirement
+    satisfied there and installs the one that is not, the project wheel.
     """
     import os  # noqa: PLC0415
     import subprocess  # noqa: PLC0415
@@ -430,35 +459,40 @@ def test_registered_model_scores_alike_in_a_separate_environment(
     import sysconfig  # noqa: PLC0415
 
     folder = _model_folder(trained, tmp_path / "model")
+    lines = [line.strip() for line in (folder / "requirements.txt").read_text().splitlines()]
+    wheels = [line for line in lines if line.endswith(".whl")]
+    assert [Path(line).name for line in wheels] == [p.name for p in (folder / "code").iterdir()]
+    # the pinned third-party packages (the wheel's own dependencies left aside: they must
+    # cover what scoring imports by themselves)
     requirements = [
-        line.strip()
-        for line in (folder / "requirements.txt").read_text().splitlines()
-        if line.strip() and not line.startswith(("-", "#"))
+        line for line in lines if line and not line.startswith(("-", "#")) and line not in wheels
     ]
     venv = tmp_path / "venv"
     python = venv / "bin" / "python"
+    environment = {
+        key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV")
+    }
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     wheelhouse = os.environ.get("CLNM_WHEELHOUSE")
     if wheelhouse:
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run(
-            [str(python), "-m", "pip", "install", "--no-index", "--find-links", wheelhouse,
-             "-r", str(folder / "requirements.txt")],
-            check=True,
-        )
+        sources = ["--find-links", wheelhouse]
     else:
-        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
         site = subprocess.run(
             [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
             check=True, capture_output=True, text=True,
         ).stdout.strip()
         Path(site, "third_party.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+        sources = ["--no-deps"]  # the pinned packages are there; the wheel needs no others
+    installed = subprocess.run(
+        [str(python), "-m", "pip", "install", "--no-index", "--quiet", *sources,
+         "-r", "requirements.txt"],
+        check=False, cwd=folder, env=environment, capture_output=True, text=True,
+    )  # fmt: skip
+    assert installed.returncode == 0, installed.stderr[-3000:]
 
     table = tmp_path / "table.csv"
     flatten_cohort(CohortDataset(str(new_cohort)).load()).to_csv(table, index=False)
     results = tmp_path / "results.csv"
-    environment = {
-        key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV")
-    }
     done = subprocess.run(
         [str(python), "-c", _SCORE_ELSEWHERE, str(folder), str(table), str(results)],
         check=False, cwd=tmp_path, env=environment, capture_output=True, text=True,
@@ -466,7 +500,8 @@ def test_registered_model_scores_alike_in_a_separate_environment(
     )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    assert Path(report["clnm_kedro"]).is_relative_to(folder)  # the model's own copy
+    # the wheel's copy, installed in the new environment (not the checkout, not the model folder)
+    assert Path(report["clnm_kedro"]).is_relative_to(venv), report["clnm_kedro"]
     # Every dependency of the project that scoring imports is installed by the requirements
     # (others, such as IPython, are imported only where they happen to be installed).
     import tomllib  # noqa: PLC0415

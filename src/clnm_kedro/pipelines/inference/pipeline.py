@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import logging
 from importlib.metadata import version
-from pathlib import Path
 from typing import Any
 
 from kedro.pipeline import Node, Pipeline
 from kedro_mlflow.pipeline.pipeline_ml import KedroMlflowPipelineMLError, PipelineML
 
-import clnm_kedro
 from clnm_kedro.pipelines.feature_extraction.pipeline import network_inference_template
 from clnm_kedro.pipelines.head_inputs import model_input_node
 from clnm_kedro.pipelines.head_template import (
@@ -56,8 +54,6 @@ from clnm_kedro.pipelines.preprocessing.nodes import (
 from clnm_kedro.pipelines.recalibrate.nodes import apply_centre_calibration
 from clnm_kedro.registry import FEATURE_NETWORK, HEAD_MODELS, NETWORK_MODELS
 
-# The project package, shipped inside the packaged model (code_paths).
-PACKAGE_DIR = Path(clnm_kedro.__file__).parent
 # Name of the packaged model in the MLflow model registry (versions 1, 2, ... per training run).
 REGISTERED_MODEL_NAME = "clnm_kedro"
 # The packaged model's input: the flat cohort table (clnm_kedro.scoring.cohort_table).
@@ -371,13 +367,10 @@ def with_packaged_model(training: Pipeline) -> PipelineML:
             "name": "clnm_model",
             "registered_model_name": REGISTERED_MODEL_NAME,
             # The input columns follow the training cohort: clnm_kedro.model_packaging's hook
-            # sets the signature from the run's scoring contract.
+            # sets the signature from the run's scoring contract, adds a simulated patient as
+            # the input example, and the project wheel (code/, named in requirements.txt).
             "signature": None,
             "pip_requirements": [f"{name}=={version(name)}" for name in MODEL_REQUIREMENTS],
-            # The project's own code travels with the model (code/clnm_kedro, prepended to
-            # sys.path when it loads), at the version recorded in the model's metadata: the
-            # model loads in any environment with `requirements.txt` installed.
-            "code_paths": [str(PACKAGE_DIR)],
             "metadata": {"clnm_kedro_version": version("clnm_kedro")},
         },
     )
