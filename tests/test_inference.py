@@ -37,6 +37,7 @@ from clnm_kedro.scoring import (
     SCORED_MODELS,
     TableCohort,
     cohort_from_table,
+    embed_image,
     flatten_cohort,
     match_training_columns,
     scoring_contract,
@@ -302,6 +303,44 @@ def test_a_folder_and_its_flat_table_validate_alike(cohort: FactoryCohort) -> No
         assert table.image_candidates(patient, view) == [
             path.absolute() for path in folder.image_candidates(patient, view)
         ]
+
+
+def test_embedded_images_validate_and_read_as_their_files(cohort: FactoryCohort) -> None:
+    """An image given as a data: URI (the model's input example, a served request) is read
+    exactly as the file it was made from: same validation, same pixels."""
+    from clnm_kedro.cohort.images import read_greyscale  # noqa: PLC0415
+
+    folder = CohortDataset(str(cohort.root)).load()
+    table = flatten_cohort(folder)
+    embedded = table.copy()
+    for view in ("longitudinal", "transverse"):
+        embedded[f"{view}_image"] = [embed_image(Path(p)) for p in table[f"{view}_image"]]
+    by_path, by_content = cohort_from_table(table), cohort_from_table(embedded)
+    clinical = validate_clinical(by_content.clinical, require_labels=False)
+    pd.testing.assert_frame_equal(
+        clinical, validate_clinical(by_path.clinical, require_labels=False)
+    )
+    patient = str(clinical.at[0, "patient_id"])
+    for view in ("longitudinal", "transverse"):
+        [original] = by_path.image_candidates(patient, view)
+        [copy] = by_content.image_candidates(patient, view)
+        assert copy != original and copy.read_bytes() == original.read_bytes()
+        np.testing.assert_array_equal(read_greyscale(copy), read_greyscale(original))
+    # the same image twice is written once (named by its content)
+    assert cohort_from_table(embedded).image_candidates(patient, "longitudinal") == [
+        by_content.image_candidates(patient, "longitudinal")[0]
+    ]
+
+
+def test_a_malformed_embedded_image_is_refused_naming_the_patient(cohort: FactoryCohort) -> None:
+    table = flatten_cohort(CohortDataset(str(cohort.root)).load())
+    patient = table.at[0, "patient_id"]
+    table.at[0, "transverse_image"] = "data:image/png;base64,not base64 at all!"
+    with pytest.raises(CohortError, match=rf"Patient '{patient}', transverse_image: .*data URI"):
+        cohort_from_table(table)
+    table.at[0, "transverse_image"] = "data:text/plain;base64,aGVsbG8="
+    with pytest.raises(CohortError, match=r"one of \['application/dicom', 'image/jpeg'"):
+        cohort_from_table(table)
 
 
 def test_clinical_columns_must_keep_their_training_kind() -> None:
