@@ -42,6 +42,7 @@ from clnm_kedro.scoring import (
     match_training_columns,
     scoring_contract,
 )
+from clnm_kedro.scoring.cohort_table import ALL_VIEW_COLUMNS
 from cohort_factory import FactoryCohort
 from float_compare import assert_same_numbers
 from kedro_project import PROJECT_ROOT, make_project_copy, run_pipelines
@@ -343,6 +344,22 @@ def test_a_malformed_embedded_image_is_refused_naming_the_patient(cohort: Factor
         cohort_from_table(table)
 
 
+def test_input_example_is_one_simulated_patient_or_none_for_other_columns() -> None:
+    from clnm_kedro.scoring.example import EXAMPLE_ID, simulated_example  # noqa: PLC0415
+    from sim_fixtures import tiny_parameters  # noqa: PLC0415
+
+    columns = {"age": "number", "sex": "category", "tumor_size_mm": "number", "hashimoto": "number"}
+    example = simulated_example(tiny_parameters(), {"clinical_columns": columns})
+    assert list(example.columns) == ["patient_id", "center", *columns, *ALL_VIEW_COLUMNS]
+    assert list(example["patient_id"]) == [EXAMPLE_ID]
+    clinical = validate_clinical(cohort_from_table(example).clinical, require_labels=False)
+    assert clinical.at[0, "age"] > 0 and pd.isna(clinical.at[0, "clnm"])  # no label given
+    assert cohort_from_table(example).image_candidates(EXAMPLE_ID, "transverse")[0].is_file()
+    # a cohort column the simulator does not make: no example (logged), never an invented value
+    other = {**columns, "thyroglobulin": "number"}
+    assert simulated_example(tiny_parameters(), {"clinical_columns": other}) is None
+
+
 def test_clinical_columns_must_keep_their_training_kind() -> None:
     training = pd.DataFrame(
         {"patient_id": ["a"], "center": ["X"], "clnm": [1], "age": [40.0], "grade": ["2"]}
@@ -511,7 +528,8 @@ def test_registered_model_scores_alike_in_a_separate_environment(
     environment = {
         key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV")
     }
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    # no pip of its own (ensurepip costs seconds): this pip installs into it (`--python`)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     wheelhouse = os.environ.get("CLNM_WHEELHOUSE")
     if wheelhouse:
         sources = ["--find-links", wheelhouse]
@@ -523,7 +541,8 @@ def test_registered_model_scores_alike_in_a_separate_environment(
         Path(site, "third_party.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
         sources = ["--no-deps"]  # the pinned packages are there; the wheel needs no others
     installed = subprocess.run(
-        [str(python), "-m", "pip", "install", "--no-index", "--quiet", *sources,
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-index",
+         "--quiet", *sources,
          "-r", "requirements.txt"],
         check=False, cwd=folder, env=environment, capture_output=True, text=True,
     )  # fmt: skip

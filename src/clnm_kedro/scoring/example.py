@@ -26,7 +26,7 @@ from clnm_kedro.scoring.cohort_table import (
     embed_image,
     flatten_cohort,
 )
-from clnm_kedro.simulation import simulate_cohort
+from clnm_kedro.simulation import SyntheticCohort, simulate_cohort
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,25 @@ def simulated_example(
         "n_patients": len(simulate_params["centers"]),  # the fewest the simulator draws
         "n_jobs": 1,
     }
-    cohort = simulate_cohort(params, seed=EXAMPLE_SEED)
+    simulator = logging.getLogger("clnm_kedro.simulation")
+    level = simulator.level
+    simulator.setLevel(logging.WARNING)  # its cohort-size lines would speak of a cohort
+    try:
+        cohort = simulate_cohort(params, seed=EXAMPLE_SEED)
+        example = _first_row(cohort, clinical)
+    finally:
+        simulator.setLevel(level)
+    if example is not None:
+        logger.info(
+            "The scoring model's input example is one simulated patient, %r, images embedded "
+            "(MLflow scores it once as it logs the model).",
+            EXAMPLE_ID,
+        )
+    return example
+
+
+def _first_row(cohort: SyntheticCohort, clinical: list[str]) -> pd.DataFrame | None:
+    """The cohort's first patient as a row of the flat table, images embedded."""
     lacking = [name for name in clinical if name not in cohort.clinical_table().columns]
     if lacking:
         logger.info(
