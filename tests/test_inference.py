@@ -360,6 +360,17 @@ def test_input_example_is_one_simulated_patient_or_none_for_other_columns() -> N
     assert simulated_example(tiny_parameters(), {"clinical_columns": other}) is None
 
 
+def test_only_a_checkout_is_built_into_the_model_wheel(tmp_path: Path) -> None:
+    """A package imported from an installed wheel has no source to build: the model then ships
+    the package folder (docs/inference.md); a checkout is found by its pyproject.toml."""
+    from clnm_kedro.model_packaging import PACKAGE_DIR, _source_checkout  # noqa: PLC0415
+
+    installed = tmp_path / "lib" / "site-packages" / "clnm_kedro"
+    installed.mkdir(parents=True)
+    assert _source_checkout(installed) is None
+    assert _source_checkout(PACKAGE_DIR) == PROJECT_ROOT
+
+
 def test_clinical_columns_must_keep_their_training_kind() -> None:
     training = pd.DataFrame(
         {"patient_id": ["a"], "center": ["X"], "clnm": [1], "age": [40.0], "grade": ["2"]}
