@@ -12,7 +12,8 @@ is a file path, or the image itself as a ``data:`` URI (RFC 2397, base64:
 ``data:image/png;base64,...``; ``image/jpeg`` and ``application/dicom`` too), so a table can
 travel without its files (the packaged model's input example, a request to a served model):
 :func:`embed_image` writes one, and :func:`cohort_from_table` stores each embedded image once in
-a scratch folder, named by its content, and reads it from there. A cell holding
+a private temporary folder of the process, named by its content, and reads it from there (the
+folder is removed when the process ends). A cell holding
 several values separated by ``|`` stands for a view with several files or several box rows in
 the cohort folder: the patient is then excluded, exactly as from the folder.
 
@@ -23,13 +24,16 @@ cohort folder (same checks, same exclusions, same messages).
 
 from __future__ import annotations
 
+import atexit
 import base64
 import binascii
 import hashlib
 import math
 import os
 import re
+import shutil
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -49,8 +53,18 @@ EMBEDDED_TYPES: dict[str, str] = {
     "application/dicom": ".dcm",
 }
 _DATA_URI = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+);base64,(?P<data>.*)$", re.DOTALL)
-# Where embedded images are written to be read (one file per content, kept for reuse).
-EMBEDDED_DIR = Path(tempfile.gettempdir()) / "clnm_kedro_embedded_images"
+_EMBEDDED_DIRS: list[Path] = []  # this process's folder of embedded images, made when needed
+
+
+def embedded_images_dir() -> Path:
+    """Where this process writes embedded images to read them: a private temporary folder
+    (only this user may read it), removed when the process ends (patients' images are not
+    left on disk)."""
+    if not _EMBEDDED_DIRS:
+        folder = Path(tempfile.mkdtemp(prefix="clnm_kedro_embedded_images_"))  # mode 0700
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        _EMBEDDED_DIRS.append(folder)
+    return _EMBEDDED_DIRS[0]
 
 
 def view_columns(view: str) -> list[str]:
@@ -102,12 +116,11 @@ def _embedded_file(cell: str, patient: str, view: str) -> Path:
             f"Patient {patient!r}, {view}_image: an embedded image must be a base64 data URI of "
             f"one of {sorted(EMBEDDED_TYPES)} (data:image/png;base64,...); got {cell[:40]!r}..."
         )
-    target = EMBEDDED_DIR / f"{hashlib.sha256(content).hexdigest()}{suffix}"
+    target = embedded_images_dir() / f"{hashlib.sha256(content).hexdigest()}{suffix}"
     if not target.is_file():
-        EMBEDDED_DIR.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f"{target.name}.{os.getpid()}.part")
+        partial = target.with_name(f"{target.name}.{threading.get_ident()}.part")
         partial.write_bytes(content)
-        partial.replace(target)  # whole or absent, whoever else writes it
+        partial.replace(target)  # whole or absent, whichever thread writes it
     return target
 
 
