@@ -37,10 +37,12 @@ from clnm_kedro.scoring import (
     SCORED_MODELS,
     TableCohort,
     cohort_from_table,
+    embed_image,
     flatten_cohort,
     match_training_columns,
     scoring_contract,
 )
+from clnm_kedro.scoring.cohort_table import ALL_VIEW_COLUMNS
 from cohort_factory import FactoryCohort
 from float_compare import assert_same_numbers
 from kedro_project import PROJECT_ROOT, make_project_copy, run_pipelines
@@ -302,6 +304,71 @@ def test_a_folder_and_its_flat_table_validate_alike(cohort: FactoryCohort) -> No
         ]
 
 
+def test_embedded_images_validate_and_read_as_their_files(cohort: FactoryCohort) -> None:
+    """An image given as a data: URI (the model's input example, a served request) is read
+    exactly as the file it was made from: same validation, same pixels."""
+    from clnm_kedro.cohort.images import read_greyscale  # noqa: PLC0415
+
+    folder = CohortDataset(str(cohort.root)).load()
+    table = flatten_cohort(folder)
+    embedded = table.copy()
+    for view in ("longitudinal", "transverse"):
+        embedded[f"{view}_image"] = [embed_image(Path(p)) for p in table[f"{view}_image"]]
+    by_path, by_content = cohort_from_table(table), cohort_from_table(embedded)
+    clinical = validate_clinical(by_content.clinical, require_labels=False)
+    pd.testing.assert_frame_equal(
+        clinical, validate_clinical(by_path.clinical, require_labels=False)
+    )
+    patient = str(clinical.at[0, "patient_id"])
+    for view in ("longitudinal", "transverse"):
+        [original] = by_path.image_candidates(patient, view)
+        [copy] = by_content.image_candidates(patient, view)
+        assert copy != original and copy.read_bytes() == original.read_bytes()
+        np.testing.assert_array_equal(read_greyscale(copy), read_greyscale(original))
+    # the same image twice is written once (named by its content)
+    assert cohort_from_table(embedded).image_candidates(patient, "longitudinal") == [
+        by_content.image_candidates(patient, "longitudinal")[0]
+    ]
+
+
+def test_a_malformed_embedded_image_is_refused_naming_the_patient(cohort: FactoryCohort) -> None:
+    table = flatten_cohort(CohortDataset(str(cohort.root)).load())
+    patient = table.at[0, "patient_id"]
+    table.at[0, "transverse_image"] = "data:image/png;base64,not base64 at all!"
+    with pytest.raises(CohortError, match=rf"Patient '{patient}', transverse_image: .*data URI"):
+        cohort_from_table(table)
+    table.at[0, "transverse_image"] = "data:text/plain;base64,aGVsbG8="
+    with pytest.raises(CohortError, match=r"one of \['application/dicom', 'image/jpeg'"):
+        cohort_from_table(table)
+
+
+def test_input_example_is_one_simulated_patient_or_none_for_other_columns() -> None:
+    from clnm_kedro.scoring.example import EXAMPLE_ID, simulated_example  # noqa: PLC0415
+    from sim_fixtures import tiny_parameters  # noqa: PLC0415
+
+    columns = {"age": "number", "sex": "category", "tumor_size_mm": "number", "hashimoto": "number"}
+    example = simulated_example(tiny_parameters(), {"clinical_columns": columns})
+    assert list(example.columns) == ["patient_id", "center", *columns, *ALL_VIEW_COLUMNS]
+    assert list(example["patient_id"]) == [EXAMPLE_ID]
+    clinical = validate_clinical(cohort_from_table(example).clinical, require_labels=False)
+    assert clinical.at[0, "age"] > 0 and pd.isna(clinical.at[0, "clnm"])  # no label given
+    assert cohort_from_table(example).image_candidates(EXAMPLE_ID, "transverse")[0].is_file()
+    # a cohort column the simulator does not make: no example (logged), never an invented value
+    other = {**columns, "thyroglobulin": "number"}
+    assert simulated_example(tiny_parameters(), {"clinical_columns": other}) is None
+
+
+def test_only_a_checkout_is_built_into_the_model_wheel(tmp_path: Path) -> None:
+    """A package imported from an installed wheel has no source to build: the model then ships
+    the package folder (docs/inference.md); a checkout is found by its pyproject.toml."""
+    from clnm_kedro.model_packaging import PACKAGE_DIR, _source_checkout  # noqa: PLC0415
+
+    installed = tmp_path / "lib" / "site-packages" / "clnm_kedro"
+    installed.mkdir(parents=True)
+    assert _source_checkout(installed) is None
+    assert _source_checkout(PACKAGE_DIR) == PROJECT_ROOT
+
+
 def test_clinical_columns_must_keep_their_training_kind() -> None:
     training = pd.DataFrame(
         {"patient_id": ["a"], "center": ["X"], "clnm": [1], "age": [40.0], "grade": ["2"]}
@@ -326,10 +393,9 @@ def test_clinical_columns_must_keep_their_training_kind() -> None:
 # Scores a flat cohort table with the model in the folder given, in whatever Python runs it, and
 # reports where clnm_kedro came from and every distribution the process imported.
 _SCORE_ELSEWHERE = """
-import importlib.util, json, sys
+import json, sys
 from importlib.metadata import packages_distributions
 import pandas as pd
-assert importlib.util.find_spec("clnm_kedro") is None, "clnm_kedro importable before loading"
 import mlflow
 model = mlflow.pyfunc.load_model(sys.argv[1])
 table = pd.read_csv(sys.argv[2], dtype=str, keep_default_na=False)
@@ -410,25 +476,55 @@ def test_registered_model_describes_its_input_and_carries_the_project(trained: P
     assert not inputs["clnm"].required and inputs["age"].required
     assert [spec.name for spec in model.signature.outputs.inputs] == list(RESULT_COLUMNS)
     assert model.metadata["clnm_kedro_version"] == version("clnm_kedro")
-    assert (folder / "code" / "clnm_kedro" / "pipelines" / "inference" / "nodes.py").is_file()
+    # The project travels as its wheel, at its version, installed by the requirements.
+    wheel = f"clnm_kedro-{version('clnm_kedro')}-py3-none-any.whl"
+    assert [path.name for path in (folder / "code").iterdir()] == [wheel]
     requirements = (folder / "requirements.txt").read_text().split()
+    assert f"code/{wheel}" in requirements
     for name in ("mlflow", "kedro", "kedro-mlflow", "torch", "scikit-learn"):
         assert f"{name}=={version(name)}" in requirements, name
+
+
+def test_registered_model_input_example_is_a_simulated_patient_that_scores(
+    trained: Path,
+) -> None:
+    """The example is one simulated patient (never a cohort's), images inside the row."""
+    from mlflow.models import Model  # noqa: PLC0415
+
+    folder = _model_folder(trained, trained / "model_example")
+    example = Model.load(str(folder / "MLmodel")).load_input_example(str(folder))
+    assert list(example["patient_id"]) == ["simulated_example"]
+    cohort = pd.read_csv(trained / "data/01_raw/synthetic_cohort/clinical.csv", dtype=str)
+    assert "simulated_example" not in set(cohort["patient_id"])
+    for view in ("longitudinal", "transverse"):
+        assert str(example.at[0, f"{view}_image"]).startswith("data:image/png;base64,")
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{trained / 'mlflow.db'}")
+    try:
+        model = mlflow.pyfunc.load_model(f"models:/{REGISTERED_MODEL_NAME}/1")
+    finally:
+        mlflow.set_tracking_uri(previous)
+    results = model.predict(model.input_example)
+    assert results["scored"].all(), results[["error_file", "error_reason"]]
+    assert results["probability"].between(0, 1).all()
 
 
 @pytest.mark.slow
 def test_registered_model_scores_alike_in_a_separate_environment(
     trained: Path, new_cohort: Path, scored: pd.DataFrame, tmp_path: Path
 ) -> None:
-    """The model in its own virtual environment, outside the checkout, without the project
-    installed: it gets its code from the model, and every distribution it imports is one
-    its ``requirements.txt`` installs (of the project's dependencies); it scores the new
+    """The model in its own virtual environment, outside the checkout, its requirements
+    installed as a user does (``pip install -r requirements.txt`` in the model folder): the
+    project comes from the model's own wheel, every distribution it imports is one its
+    ``requirements.txt`` installs (of the project's dependencies), and it scores the new
     patients as ``kedro run`` did.
 
     With ``CLNM_WHEELHOUSE`` (a folder of wheels of every requirement) the environment is
     built from ``requirements.txt`` alone (``pip install --no-index``). Without it, installing
-    torch and the rest anew is too heavy for a test (several GB): the new environment then
-    reads the third-party packages of this one (one ``.pth`` line, the project excluded).
+    torch (CUDA build) and the rest anew is too heavy for a test (about 6 GB, minutes): the
+    new environment then sees the third-party packages of this one (one ``.pth`` line, the
+    project's own editable install not among them), pip finds every pinned requirement
+    satisfied there and installs the one that is not, the project wheel.
     """
     import os  # noqa: PLC0415
     import subprocess  # noqa: PLC0415
@@ -436,32 +532,25 @@ def test_registered_model_scores_alike_in_a_separate_environment(
     import sysconfig  # noqa: PLC0415
 
     folder = _model_folder(trained, tmp_path / "model")
+    lines = [line.strip() for line in (folder / "requirements.txt").read_text().splitlines()]
+    wheels = [line for line in lines if line.endswith(".whl")]
+    assert [Path(line).name for line in wheels] == [p.name for p in (folder / "code").iterdir()]
+    # the pinned third-party packages (the wheel's own dependencies left aside: they must
+    # cover what scoring imports by themselves)
     requirements = [
-        line.strip()
-        for line in (folder / "requirements.txt").read_text().splitlines()
-        if line.strip() and not line.startswith(("-", "#"))
+        line for line in lines if line and not line.startswith(("-", "#")) and line not in wheels
     ]
     venv = tmp_path / "venv"
     python = venv / "bin" / "python"
+    environment = {
+        key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV")
+    }
+    # no pip of its own (ensurepip costs seconds): this pip installs into it (`--python`)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     wheelhouse = os.environ.get("CLNM_WHEELHOUSE")
     if wheelhouse:
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run(
-            [
-                str(python),
-                "-m",
-                "pip",
-                "install",
-                "--no-index",
-                "--find-links",
-                wheelhouse,
-                "-r",
-                str(folder / "requirements.txt"),
-            ],
-            check=True,
-        )
+        sources = ["--find-links", wheelhouse]
     else:
-        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
         site = subprocess.run(
             [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
             check=True,
@@ -469,13 +558,18 @@ def test_registered_model_scores_alike_in_a_separate_environment(
             text=True,
         ).stdout.strip()
         Path(site, "third_party.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+        sources = ["--no-deps"]  # the pinned packages are there; the wheel needs no others
+    installed = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-index",
+         "--quiet", *sources,
+         "-r", "requirements.txt"],
+        check=False, cwd=folder, env=environment, capture_output=True, text=True,
+    )  # fmt: skip
+    assert installed.returncode == 0, installed.stderr[-3000:]
 
     table = tmp_path / "table.csv"
     flatten_cohort(CohortDataset(str(new_cohort)).load()).to_csv(table, index=False)
     results = tmp_path / "results.csv"
-    environment = {
-        key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV")
-    }
     done = subprocess.run(
         [str(python), "-c", _SCORE_ELSEWHERE, str(folder), str(table), str(results)],
         check=False,
@@ -487,7 +581,8 @@ def test_registered_model_scores_alike_in_a_separate_environment(
     )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    assert Path(report["clnm_kedro"]).is_relative_to(folder)  # the model's own copy
+    # the wheel's copy, installed in the new environment (not the checkout, not the model folder)
+    assert Path(report["clnm_kedro"]).is_relative_to(venv), report["clnm_kedro"]
     # Every dependency of the project that scoring imports is installed by the requirements
     # (others, such as IPython, are imported only where they happen to be installed).
     import tomllib  # noqa: PLC0415

@@ -51,6 +51,7 @@ LAYERS = (
     "raw",
     "intermediate",
     "primary",
+    "networks",  # the networks make the features: their own layer (conf/base/catalog/06_models.yml)
     "feature",
     "model_input",
     "models",
@@ -193,6 +194,16 @@ def test_kedro_viz_shows_every_node_with_its_layer_in_chromium(tracked_project: 
         view = json.loads((site / "api" / "pipelines" / name).read_text())
         in_site = Counter(node["name"] for node in view["nodes"] if node["type"] == "task")
         assert in_site == Counter(_viz_label(n) for n in pipeline.nodes), name
+        # kedro-viz draws no layers when their order has a cycle (it only logs a warning)
+        assert view["layers"], f"{name}: kedro-viz found the data layers in a cycle"
+    # The networks in their own layer before the features they make, the heads in `models`.
+    demo_view = json.loads((site / "api" / "pipelines" / "demo").read_text())
+    layer_of = {node["name"]: node.get("layer") for node in demo_view["nodes"]}
+    for network in NETWORKS:
+        assert layer_of[f"{network}_network"] == "networks", network
+        assert layer_of[f"{network}_features"] == "feature", network
+    for head in HEADS:
+        assert layer_of[f"{head}_head"] == "models", head
 
     # Previews as kedro-viz shows them: tables, figures, the crops, a network's summary.
     splits = _preview(site, "patient_splits")

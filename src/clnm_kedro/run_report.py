@@ -75,8 +75,9 @@ def quiet_dependencies() -> None:
       are imported, after Kedro applied ``conf/logging.yml``: apply it again so its levels hold
       (and MLflow's warnings come out in the same one-line format);
     - OmegaConf's deprecation of ``register_new_resolver``, called by Kedro and kedro-mlflow;
-    - MLflow's advice to log an input example with the signature (the scoring model has none on
-      purpose: docs/inference.md);
+    - MLflow's advice to log an input example with the signature (the scoring model logs a
+      simulated patient; when the simulator cannot make the cohort's columns it logs none and
+      says so itself: docs/inference.md);
     - MLflow's note that a model saved with pickle runs code when loaded: the networks (PyTorch
       flavour) and the scoring pipeline (kedro-mlflow's pyfunc) are saved with pickle on
       purpose, and a model is only ever loaded from this project's own store
@@ -91,8 +92,8 @@ def quiet_dependencies() -> None:
     warnings.filterwarnings(
         "ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning
     )
-    # The scoring model has a signature and deliberately no input example (a row needs a
-    # patient's images; docs/inference.md): MLflow's advice to add one does not apply.
+    # The scoring model's input example is a simulated patient; where the simulator cannot make
+    # the cohort's clinical columns there is none, and clnm_kedro.scoring.example says why.
     warnings.filterwarnings(
         "ignore", message=r".*An input example was not provided when logging", category=UserWarning
     )

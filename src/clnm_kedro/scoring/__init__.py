@@ -16,6 +16,7 @@ from clnm_kedro.scoring.cohort_table import (
     VIEW_FIELDS,
     TableCohort,
     cohort_from_table,
+    embed_image,
     flatten_cohort,
     view_columns,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "TableCohort",
     "assemble_results",
     "cohort_from_table",
+    "embed_image",
     "error_table",
     "flatten_cohort",
     "inference_preprocessing",

@@ -7,7 +7,13 @@ or empty) and, for each view, its image file and ROI box::
     longitudinal_image, longitudinal_x_min, longitudinal_y_min, longitudinal_x_max,
     longitudinal_y_max, transverse_image, transverse_x_min, ..., transverse_y_max
 
-Cells may be text or numbers (they are read as text, as the cohort files are). A cell holding
+Cells may be text or numbers (they are read as text, as the cohort files are). An image cell
+is a file path, or the image itself as a ``data:`` URI (RFC 2397, base64:
+``data:image/png;base64,...``; ``image/jpeg`` and ``application/dicom`` too), so a table can
+travel without its files (the packaged model's input example, a request to a served model):
+:func:`embed_image` writes one, and :func:`cohort_from_table` stores each embedded image once in
+a private temporary folder of the process, named by its content, and reads it from there (the
+folder is removed when the process ends). A cell holding
 several values separated by ``|`` stands for a view with several files or several box rows in
 the cohort folder: the patient is then excluded, exactly as from the folder.
 
@@ -18,8 +24,16 @@ cohort folder (same checks, same exclusions, same messages).
 
 from __future__ import annotations
 
+import atexit
+import base64
+import binascii
+import hashlib
 import math
 import os
+import re
+import shutil
+import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -32,6 +46,25 @@ from clnm_kedro.datasets.cohort_dataset import RawCohort
 VIEW_FIELDS: tuple[str, ...] = ("image", *BOX_COLUMNS)
 SEPARATOR = "|"
 _SHOWN = 10
+# Media types of an embedded image and the file suffix it is read as (the input contract's).
+EMBEDDED_TYPES: dict[str, str] = {
+    "image/png": ".png",
+    "image/jpeg": ".jpg",
+    "application/dicom": ".dcm",
+}
+_DATA_URI = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+);base64,(?P<data>.*)$", re.DOTALL)
+_EMBEDDED_DIRS: list[Path] = []  # this process's folder of embedded images, made when needed
+
+
+def embedded_images_dir() -> Path:
+    """Where this process writes embedded images to read them: a private temporary folder
+    (only this user may read it), removed when the process ends (patients' images are not
+    left on disk)."""
+    if not _EMBEDDED_DIRS:
+        folder = Path(tempfile.mkdtemp(prefix="clnm_kedro_embedded_images_"))  # mode 0700
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        _EMBEDDED_DIRS.append(folder)
+    return _EMBEDDED_DIRS[0]
 
 
 def view_columns(view: str) -> list[str]:
@@ -58,6 +91,43 @@ def _as_text(table: pd.DataFrame) -> pd.DataFrame:
             [_text(value) for value in table[column]], index=table.index, dtype=object
         )
     return text.reset_index(drop=True)
+
+
+def embed_image(path: Path) -> str:
+    """An image file as a ``data:`` URI, for an image cell of the table."""
+    path = Path(path)
+    media = {suffix: media for media, suffix in EMBEDDED_TYPES.items()} | {".jpeg": "image/jpeg"}
+    kind = media.get(path.suffix.lower())
+    if kind is None:
+        raise CohortError(f"{path}: only {sorted(media)} images can be embedded in a table")
+    return f"data:{kind};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+
+
+def _embedded_file(cell: str, patient: str, view: str) -> Path:
+    """The file an embedded image is read from (written once per content)."""
+    match = _DATA_URI.match(cell)
+    suffix = EMBEDDED_TYPES.get(match["type"].lower()) if match else None
+    try:
+        content = base64.b64decode(match["data"], validate=True) if suffix else None
+    except (binascii.Error, ValueError):
+        content = None
+    if content is None:
+        raise CohortError(
+            f"Patient {patient!r}, {view}_image: an embedded image must be a base64 data URI of "
+            f"one of {sorted(EMBEDDED_TYPES)} (data:image/png;base64,...); got {cell[:40]!r}..."
+        )
+    target = embedded_images_dir() / f"{hashlib.sha256(content).hexdigest()}{suffix}"
+    if not target.is_file():
+        partial = target.with_name(f"{target.name}.{threading.get_ident()}.part")
+        partial.write_bytes(content)
+        partial.replace(target)  # whole or absent, whichever thread writes it
+    return target
+
+
+def _image_file(cell: str, patient: str, view: str) -> Path:
+    if cell.startswith("data:"):
+        return _embedded_file(cell, patient, view)
+    return Path(cell).expanduser()
 
 
 def _parts(cell: str | None) -> list[str | None]:
@@ -146,7 +216,9 @@ def cohort_from_table(table: pd.DataFrame) -> TableCohort:
         if patient is None:
             continue  # the clinical validation names the row
         for view in VIEWS:
-            paths = [Path(p).expanduser() for p in _parts(record[f"{view}_image"]) if p]
+            paths = [
+                _image_file(part, patient, view) for part in _parts(record[f"{view}_image"]) if part
+            ]
             if paths:
                 images[(patient, view)] = paths
             boxes = {name: _parts(record[f"{view}_{name}"]) for name in BOX_COLUMNS}

@@ -23,12 +23,10 @@ and the head template's nodes tagged ``inference``; each node function is wired 
 from __future__ import annotations
 
 from importlib.metadata import version
-from pathlib import Path
 from typing import Any
 
 from kedro.pipeline import Node, Pipeline
 
-import clnm_kedro
 from clnm_kedro.pipelines.feature_extraction.pipeline import network_inference_template
 from clnm_kedro.pipelines.head_inputs import model_input_node
 from clnm_kedro.pipelines.head_template import HEAD_PARAMETER_BLOCKS, head_template
@@ -48,8 +46,6 @@ from clnm_kedro.pipelines.preprocessing.pipeline import SETTINGS, image_template
 from clnm_kedro.pipelines.recalibrate.nodes import apply_centre_calibration
 from clnm_kedro.registry import FEATURE_NETWORK, HEAD_MODELS, NETWORK_MODELS
 
-# The project package, shipped inside the packaged model (code_paths).
-PACKAGE_DIR = Path(clnm_kedro.__file__).parent
 # Name of the packaged model in the MLflow model registry (versions 1, 2, ... per training run).
 REGISTERED_MODEL_NAME = "clnm_kedro"
 # The packaged model's input: the flat cohort table (clnm_kedro.scoring.cohort_table).
@@ -309,9 +305,8 @@ def log_model_kwargs() -> dict[str, Any]:
         "name": "clnm_model",
         "registered_model_name": REGISTERED_MODEL_NAME,
         "pip_requirements": [f"{name}=={version(name)}" for name in MODEL_REQUIREMENTS],
-        # The project's own code travels with the model (code/clnm_kedro, prepended to
-        # sys.path when it loads), at the version recorded in the model's metadata: the
-        # model loads in any environment with `requirements.txt` installed.
-        "code_paths": [str(PACKAGE_DIR)],
+        # The project itself travels as a wheel in the model's code/ folder, named in its
+        # requirements.txt (clnm_kedro.model_packaging.packaged_code), at the version recorded
+        # in the model's metadata.
         "metadata": {"clnm_kedro_version": version("clnm_kedro")},
     }
