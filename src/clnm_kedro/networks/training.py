@@ -35,6 +35,7 @@ from clnm_kedro.networks.architecture import (
     network_settings,
 )
 from clnm_kedro.networks.augment import AUGMENT_DEFAULTS, augment_batch, augment_settings
+from clnm_kedro.networks.cpu_numerics import thread_independent_numerics
 from clnm_kedro.networks.data import (
     BatchSource,
     batches_per_epoch,
@@ -211,13 +212,14 @@ def _switch(value: Any, auto: bool, name: str) -> bool:
 
 @contextmanager
 def _reproducible(device: torch.device, seed: int) -> Iterator[None]:
-    """Seed torch inside a forked RNG state; on the CPU also force deterministic algorithms."""
+    """Seed torch inside a forked RNG state; on the CPU also force deterministic algorithms,
+    with one thread and oneDNN off (:func:`thread_independent_numerics`)."""
     cuda_devices = [device.index or 0] if device.type == "cuda" else []
     deterministic = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     fill_memory = torch.utils.deterministic.fill_uninitialized_memory
     benchmark = torch.backends.cudnn.benchmark
-    with torch.random.fork_rng(devices=cuda_devices):
+    with torch.random.fork_rng(devices=cuda_devices), thread_independent_numerics(device):
         torch.manual_seed(seed)
         if device.type == "cpu":
             torch.use_deterministic_algorithms(True)
