@@ -185,7 +185,8 @@ def test_the_thread_count_of_the_process_changes_no_weight_and_no_prediction() -
         result = train_network(crops, splits, config, seed=5, device="cpu")
         probabilities = predict_probabilities(result.network(), crops)
         assert torch.get_num_threads() == threads  # the process's own count is restored
-        assert torch.backends.mkldnn.enabled  # and so is oneDNN
+        assert torch.backends.mkldnn.enabled  # and so are oneDNN and NNPACK
+        assert torch._C._get_nnpack_enabled()
         results[threads] = result, probabilities
     (one, p_one), (three, p_three) = results[1], results[3]
     _assert_same_state(one.state_dict, three.state_dict)
