@@ -24,6 +24,7 @@ from clnm_kedro.networks import (
     predictions_table,
 )
 from clnm_kedro.networks.architecture import greyscale_conv
+from clnm_kedro.networks.cpu_numerics import thread_independent_numerics
 from float_compare import assert_same_numbers
 
 SMALL = {"compact_channels": [8, 16, 32], "hidden_dim": 16}
@@ -281,6 +282,23 @@ def test_inference_reads_memory_mapped_crops(tmp_path) -> None:
             extract_features(model, mapped, batch_size=2),
             extract_features(model, crops, batch_size=2),
         )
+
+
+def test_cpu_numerics_hold_until_the_last_overlapping_block_ends() -> None:
+    """Two blocks open at once (two ThreadRunner nodes): the first to end must not switch
+    oneDNN back on under the other; the last restores what the first found."""
+    torch.set_num_threads(2)
+    first, second = thread_independent_numerics("cpu"), thread_independent_numerics("cpu")
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert not torch.backends.mkldnn.enabled and not torch._C._get_nnpack_enabled()
+    assert torch.get_num_threads() == 1
+    second.__exit__(None, None, None)
+    assert torch.backends.mkldnn.enabled and torch._C._get_nnpack_enabled()
+    assert torch.get_num_threads() == 2
+    with thread_independent_numerics("cuda"):  # another device: nothing changes
+        assert torch.backends.mkldnn.enabled and torch.get_num_threads() == 2
 
 
 def test_single_view_network_uses_only_its_own_view() -> None:

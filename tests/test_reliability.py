@@ -754,7 +754,8 @@ def test_scoring_the_training_patients_warns(caplog: pytest.LogCaptureFixture) -
 
 
 def test_pytorch_runs_with_a_fixed_thread_count(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Another thread count gives other sums: a run uses a fixed one, not the core count."""
+    """A run sets a fixed thread count, not the core count, and refuses a bad one (the
+    networks' own numbers do not depend on it: tests/test_training.py)."""
     monkeypatch.delenv(TORCH_THREADS_ENV, raising=False)
     assert torch_threads() == DEFAULT_TORCH_THREADS
     before = torch.get_num_threads()

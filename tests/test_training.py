@@ -173,6 +173,27 @@ def test_two_cpu_runs_with_one_seed_give_identical_weights() -> None:
     assert not torch.are_deterministic_algorithms_enabled()  # global setting restored
 
 
+def test_the_thread_count_of_the_process_changes_no_weight_and_no_prediction() -> None:
+    """On the CPU a network trains and predicts with one thread and PyTorch's own kernels
+    whatever the process's thread count (``thread_independent_numerics``): the same weights,
+    bit for bit, with 1 and 3 threads (without it, oneDNN's and PyTorch's convolution
+    gradients split their sums by thread and the weights differ in the last bits)."""
+    crops, splits = _cohort()
+    config = _config(epochs=2)
+    results = {}
+    for threads in (1, 3):
+        torch.set_num_threads(threads)
+        result = train_network(crops, splits, config, seed=5, device="cpu")
+        probabilities = predict_probabilities(result.network(), crops)
+        assert torch.get_num_threads() == threads  # the process's own count is restored
+        assert torch.backends.mkldnn.enabled  # and so are oneDNN and NNPACK
+        assert torch._C._get_nnpack_enabled()
+        results[threads] = result, probabilities
+    (one, p_one), (three, p_three) = results[1], results[3]
+    _assert_same_state(one.state_dict, three.state_dict)
+    np.testing.assert_array_equal(p_one, p_three)
+
+
 def test_loader_worker_processes_feed_the_same_batches() -> None:
     crops, splits = _cohort()
     direct = train_network(crops, splits, _config(epochs=1), seed=5, device="cpu")

@@ -669,14 +669,13 @@ def warn_on_training_patients(scored: Any, splits: Any) -> list[str]:
     return seen
 
 
-# --- the same numbers on any machine: a fixed number of PyTorch threads ---------------------
+# --- the same numbers on any machine: PyTorch's threads, OpenBLAS's kernels ----------------
 
 TORCH_THREADS_ENV = "CLNM_TORCH_THREADS"
-# PyTorch splits its sums (convolution gradients, reductions) by thread: another thread count
-# gives other last bits, and after a few epochs other weights. A fixed count, not the machine's
-# number of cores, keeps a run's numbers the same on every machine (with the AVX2 pins of
-# clnm_kedro/__init__.py). 0 or "auto": PyTorch's own choice (all cores; faster on a large
-# machine, numbers then depend on it).
+# PyTorch threads for the work outside the networks' own passes. No number depends on it: the
+# networks train and predict with one thread whatever it says (PyTorch splits a convolution's
+# sums by thread; clnm_kedro.networks.cpu_numerics). A fixed count rather than every core keeps
+# a run from crowding a shared machine. 0 or "auto": PyTorch's own choice (all cores).
 DEFAULT_TORCH_THREADS = 2
 
 
@@ -730,8 +729,9 @@ def check_blas_kernels() -> str | None:
 class SameNumbersHooks:
     """The same numbers on any x86-64 machine with AVX2 (docs/reproducibility.md).
 
-    PyTorch runs with :func:`torch_threads` intra-op threads; a warning says when NumPy's
-    OpenBLAS runs AVX-512 kernels (see :func:`check_blas_kernels`).
+    PyTorch runs with :func:`torch_threads` intra-op threads (the networks' own passes with
+    one, see :mod:`clnm_kedro.networks.cpu_numerics`); a warning says when NumPy's OpenBLAS
+    runs AVX-512 kernels (see :func:`check_blas_kernels`).
     """
 
     @hook_impl
@@ -746,7 +746,7 @@ class SameNumbersHooks:
 
         if torch.get_num_threads() != count:
             logger.info(
-                "PyTorch runs with %d thread(s) (%s; the same numbers on any machine).",
+                "PyTorch runs with %d thread(s) (%s; the networks train with one).",
                 count,
                 TORCH_THREADS_ENV,
             )

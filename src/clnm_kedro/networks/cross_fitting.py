@@ -36,6 +36,7 @@ from torch import nn
 from clnm_kedro.checks import whole_number
 from clnm_kedro.metrics.recalibration import LogitCalibration
 from clnm_kedro.networks.architecture import UltrasoundNetwork
+from clnm_kedro.networks.cpu_numerics import thread_independent_numerics
 from clnm_kedro.networks.data import crop_batches, to_model_input, validate_crops
 from clnm_kedro.networks.inference import DEFAULT_INFERENCE_BATCH, model_device, use_bf16
 from clnm_kedro.networks.standardisation import OutputStandardisation
@@ -231,7 +232,11 @@ def batched_logits(
         model.eval()
     chunks: list[torch.Tensor] = []
     try:
-        with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=amp):
+        with (
+            torch.inference_mode(),
+            torch.autocast(device.type, torch.bfloat16, enabled=amp),
+            thread_independent_numerics(device),
+        ):
             for batch in crop_batches(crops, models[0].views, batch_size):
                 x = to_model_input(batch, device)
                 chunks.append(torch.stack([network_logits(m, x).float() for m in models]).cpu())

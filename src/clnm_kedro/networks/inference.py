@@ -9,6 +9,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from clnm_kedro.networks.cpu_numerics import thread_independent_numerics
 from clnm_kedro.networks.data import crop_batches, to_model_input, validate_crops
 from clnm_kedro.registry import DL_PREFIX
 
@@ -53,6 +54,9 @@ def batched_outputs(
     -------
     torch.Tensor
         float32 outputs on the CPU, rows in the order of ``images``.
+
+    On the CPU the passes run with one thread and oneDNN off (the same numbers with any
+    thread count: :mod:`clnm_kedro.networks.cpu_numerics`).
     """
     device = model_device(model)
     amp = use_bf16(device) if autocast is None else autocast
@@ -60,7 +64,11 @@ def batched_outputs(
     model.eval()
     chunks: list[torch.Tensor] = []
     try:
-        with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=amp):
+        with (
+            torch.inference_mode(),
+            torch.autocast(device.type, torch.bfloat16, enabled=amp),
+            thread_independent_numerics(device),
+        ):
             for batch in crop_batches(images, model.views, batch_size):
                 chunks.append(output(to_model_input(batch, device)).float())
         result = torch.cat(chunks).cpu() if chunks else torch.empty(0)

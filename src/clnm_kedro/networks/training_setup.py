@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from clnm_kedro.networks.cpu_numerics import thread_independent_numerics
 from clnm_kedro.networks.data import (
     default_loader_workers,
 )
@@ -39,13 +40,14 @@ def switch_setting(value: Any, auto: bool, name: str) -> bool:
 
 @contextmanager
 def reproducible(device: torch.device, seed: int) -> Iterator[None]:
-    """Seed torch inside a forked RNG state; on the CPU also force deterministic algorithms."""
+    """Seed torch inside a forked RNG state; on the CPU also force deterministic algorithms,
+    with one thread and oneDNN off (:func:`thread_independent_numerics`)."""
     cuda_devices = [device.index or 0] if device.type == "cuda" else []
     deterministic = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     fill_memory = torch.utils.deterministic.fill_uninitialized_memory
     benchmark = torch.backends.cudnn.benchmark
-    with torch.random.fork_rng(devices=cuda_devices):
+    with torch.random.fork_rng(devices=cuda_devices), thread_independent_numerics(device):
         torch.manual_seed(seed)
         if device.type == "cpu":
             torch.use_deterministic_algorithms(True)

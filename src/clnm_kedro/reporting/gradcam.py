@@ -25,6 +25,8 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
 from torch import nn
 
+from clnm_kedro.networks.cpu_numerics import thread_independent_numerics
+
 __all__ = [
     "GradCamResult",
     "branch_target_layers",
@@ -127,22 +129,24 @@ def gradcam_heatmaps(
     heatmaps = np.zeros((n_patients, n_views, size, size), dtype=np.float32)
     logits: torch.Tensor | None = None
     try:
-        for branch, layer in enumerate(layers):
-            cam = GradCAM(model=network, target_layers=[layer])
-            try:
-                maps = cam(input_tensor=inputs, targets=targets)
-                logits = cam.outputs.detach().float().reshape(-1).cpu()
-            finally:
-                cam.activations_and_grads.release()
-            if len(layers) == n_views and maps.shape[0] == n_patients:
-                heatmaps[:, branch] = maps
-            elif len(layers) == 1 and maps.shape[0] == n_patients * n_views:
-                heatmaps[:] = maps.reshape(n_patients, n_views, size, size)
-            else:
-                raise ValueError(
-                    f"Grad-CAM gave {maps.shape[0]} maps for {n_patients} patient(s) and "
-                    f"{n_views} view(s) from branch {branch}; cannot tell which view each is."
-                )
+        # one thread, oneDNN off: the probabilities are those of the network's predictions
+        with thread_independent_numerics(device):
+            for branch, layer in enumerate(layers):
+                cam = GradCAM(model=network, target_layers=[layer])
+                try:
+                    maps = cam(input_tensor=inputs, targets=targets)
+                    logits = cam.outputs.detach().float().reshape(-1).cpu()
+                finally:
+                    cam.activations_and_grads.release()
+                if len(layers) == n_views and maps.shape[0] == n_patients:
+                    heatmaps[:, branch] = maps
+                elif len(layers) == 1 and maps.shape[0] == n_patients * n_views:
+                    heatmaps[:] = maps.reshape(n_patients, n_views, size, size)
+                else:
+                    raise ValueError(
+                        f"Grad-CAM gave {maps.shape[0]} maps for {n_patients} patient(s) and "
+                        f"{n_views} view(s) from branch {branch}; cannot tell which view each is."
+                    )
     finally:
         network.zero_grad(set_to_none=True)
         network.train(was_training)
