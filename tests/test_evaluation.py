@@ -20,6 +20,7 @@ from clnm_kedro.metrics import classification_metrics, delong_ci, delong_test, y
 from clnm_kedro.networks import build_network
 from clnm_kedro.pipelines.evaluation import create_pipeline, nodes
 from clnm_kedro.pipelines.evaluation.pipeline import REPORTED_PARAMETERS
+from clnm_kedro.pipelines.evaluation.pipeline import SETTINGS as SETTINGS_DATASET
 from clnm_kedro.reporting.gradcam import (
     branch_target_layers,
     choose_gradcam_patients,
@@ -50,6 +51,13 @@ PARAMS: dict = {
     "subgroups": {"split": "external", "age_cutoff_years": 45, "tumor_size_cutoff_mm": 5},
     "gradcam": {"split": "external", "n_patients": 4},
 }
+# The block as the pipeline's first node checks it: every other node takes the typed object.
+SETTINGS = nodes.validate_evaluation_settings(PARAMS)
+
+
+def settings_with(**changed: object) -> EvaluationSettings:
+    """``PARAMS`` with some settings changed, checked as the pipeline does."""
+    return nodes.validate_evaluation_settings({**PARAMS, **changed})
 
 
 # --- synthetic tables ---------------------------------------------------------------------------
@@ -246,7 +254,7 @@ def test_threshold_chosen_on_training_is_applied_unchanged_to_external() -> None
     assert train_cut == pytest.approx(0.45)
     assert external_cut == pytest.approx(0.85)
 
-    metrics = nodes.compute_metrics(table, PARAMS, seed=1)
+    metrics = nodes.compute_metrics(table, SETTINGS, seed=1)
     entry = metrics["models"]["dl_dual"]
     assert entry["threshold"] == pytest.approx(train_cut)
     assert entry["threshold_split"] == "train"  # no train_cv for this model
@@ -266,7 +274,7 @@ def test_threshold_chosen_on_training_is_applied_unchanged_to_external() -> None
 def test_threshold_uses_out_of_fold_predictions_where_the_model_has_them(
     predictions: pd.DataFrame,
 ) -> None:
-    metrics = nodes.compute_metrics(predictions, PARAMS, seed=1)
+    metrics = nodes.compute_metrics(predictions, SETTINGS, seed=1)
     for model in HEAD_MODELS:
         rows = predictions[(predictions["model"] == model) & (predictions["split"] == "train_cv")]
         assert metrics["models"][model]["threshold_split"] == "train_cv"
@@ -276,7 +284,7 @@ def test_threshold_uses_out_of_fold_predictions_where_the_model_has_them(
     for model in DL_MODELS:
         assert metrics["models"][model]["threshold_split"] == "train"
 
-    plain = nodes.compute_metrics(predictions, {**PARAMS, "threshold_splits": ["train"]}, 1)
+    plain = nodes.compute_metrics(predictions, settings_with(threshold_splits=["train"]), 1)
     rows = predictions[(predictions["model"] == "combined") & (predictions["split"] == "train")]
     assert plain["models"]["combined"]["threshold_split"] == "train"
     assert plain["models"]["combined"]["threshold"] == pytest.approx(
@@ -311,7 +319,7 @@ def test_bad_parameters_are_named(params: dict, message: str) -> None:
 def test_metrics_cover_every_model_and_split_with_the_documented_keys(
     predictions: pd.DataFrame,
 ) -> None:
-    metrics = nodes.compute_metrics(predictions, PARAMS, seed=1)
+    metrics = nodes.compute_metrics(predictions, SETTINGS, seed=1)
     json.dumps(metrics, allow_nan=False)  # strict JSON: NaN written as null
     assert set(metrics["models"]) == {*DL_MODELS, *HEAD_MODELS}
     for model, entry in metrics["models"].items():
@@ -337,10 +345,10 @@ def test_metrics_cover_every_model_and_split_with_the_documented_keys(
 def test_bootstrap_intervals_are_added_and_repeat_with_the_seed(
     predictions: pd.DataFrame,
 ) -> None:
-    params = {**PARAMS, "bootstrap": {"enabled": True, "n_resamples": 200}}
+    settings = settings_with(bootstrap={"enabled": True, "n_resamples": 200})
     dl_only = predictions[predictions["model"] == "dl_dual"]
-    first = nodes.compute_metrics(dl_only, params, seed=3)
-    again = nodes.compute_metrics(dl_only, params, seed=3)
+    first = nodes.compute_metrics(dl_only, settings, seed=3)
+    again = nodes.compute_metrics(dl_only, settings, seed=3)
     assert first == again
     values = first["models"]["dl_dual"]["splits"]["external"]
     for name in BOOTSTRAP_METRICS:
@@ -353,7 +361,7 @@ def test_one_outcome_class_gives_nan_not_an_error(predictions: pd.DataFrame) -> 
         (predictions["model"] == "clinical")
         & ((predictions["split"] != "external") | (predictions["clnm"] == 0))
     ]
-    metrics = nodes.compute_metrics(rows, PARAMS, seed=1)
+    metrics = nodes.compute_metrics(rows, SETTINGS, seed=1)
     external = metrics["models"]["clinical"]["splits"]["external"]
     assert external["auc"] is None
     assert external["calibration_slope"] is None
@@ -367,7 +375,7 @@ def test_one_outcome_class_gives_nan_not_an_error(predictions: pd.DataFrame) -> 
 def test_delong_tests_cover_the_study_comparisons_on_both_sets(
     predictions: pd.DataFrame,
 ) -> None:
-    tests = nodes.compare_models(predictions, PARAMS)
+    tests = nodes.compare_models(predictions, SETTINGS)
     assert list(tests.columns[:10]) == [
         "split",
         "model_a",
@@ -399,9 +407,9 @@ def test_delong_skips_absent_models_and_adds_configured_pairs(
     predictions: pd.DataFrame, caplog: pytest.LogCaptureFixture
 ) -> None:
     dl_only = predictions[predictions["model"].isin(DL_MODELS)]
-    params = {**PARAMS, "extra_comparisons": [["dl_longitudinal", "dl_transverse"]]}
+    settings = settings_with(extra_comparisons=[["dl_longitudinal", "dl_transverse"]])
     with caplog.at_level(logging.INFO, logger="clnm_kedro.reporting.model_comparisons"):
-        tests = nodes.compare_models(dl_only, params)
+        tests = nodes.compare_models(dl_only, settings)
     assert set(zip(tests["model_a"], tests["model_b"], strict=True)) == {
         ("dl_dual", "dl_longitudinal"),
         ("dl_dual", "dl_transverse"),
@@ -424,7 +432,7 @@ def test_subgroup_auc_with_counts_and_nan_for_one_class(
     changed.loc[changed["patient_id"].isin(men), "clnm"] = 0
     table = cohort.copy()
     table.loc[table["patient_id"].isin(men), "clnm"] = 0
-    result = nodes.compute_subgroup_auc(changed, table, PARAMS)
+    result = nodes.compute_subgroup_auc(changed, table, SETTINGS)
 
     assert set(result["subgroup"]) == {
         "all patients",
@@ -453,7 +461,7 @@ def test_subgroup_auc_with_counts_and_nan_for_one_class(
 
 
 def test_oracle_comparison_is_empty_without_an_oracle(predictions: pd.DataFrame) -> None:
-    result = nodes.compare_with_oracle(predictions, pd.DataFrame(), PARAMS)
+    result = nodes.compare_with_oracle(predictions, pd.DataFrame(), SETTINGS)
     assert result.empty
     assert "oracle_auc" in result.columns
 
@@ -467,7 +475,7 @@ def test_oracle_auc_is_computed_on_the_same_patients(
         0.3 + 0.3 * cohort["clnm"] + rng.normal(0, 0.2, len(cohort)), 0, 1
     )
     oracle = oracle[oracle["patient_id"] != "B001"]  # one patient without an oracle risk
-    result = nodes.compare_with_oracle(predictions, oracle, PARAMS)
+    result = nodes.compare_with_oracle(predictions, oracle, SETTINGS)
     row = result[(result["split"] == "external") & (result["model"] == "dl_dual")].iloc[0]
     ext = cohort[(cohort["split"] == "external") & (cohort["patient_id"] != "B001")]
     risk = oracle.set_index("patient_id").loc[ext["patient_id"], "oracle_risk"]
@@ -479,8 +487,8 @@ def test_oracle_auc_is_computed_on_the_same_patients(
 
 
 def test_mlflow_metrics_are_named_split_model_metric(predictions: pd.DataFrame) -> None:
-    metrics = nodes.compute_metrics(predictions, PARAMS, seed=1)
-    tests = nodes.compare_models(predictions, PARAMS)
+    metrics = nodes.compute_metrics(predictions, SETTINGS, seed=1)
+    tests = nodes.compare_models(predictions, SETTINGS)
     logged = nodes.collect_mlflow_metrics(metrics, tests, pd.DataFrame())
     assert logged["external.combined.auc"]["value"] == pytest.approx(
         metrics["models"]["combined"]["splits"]["external"]["auc"]
@@ -696,16 +704,42 @@ def test_pipeline_wires_every_output_once() -> None:
     assert "parameters" not in pipeline.inputs()
 
 
+def test_the_evaluation_block_is_checked_once_before_any_node_uses_it() -> None:
+    """One node reads and checks ``params:evaluation``; every other node takes its typed
+    result, so a bad setting stops the run in the pipeline's first layer, named."""
+    pipeline = create_pipeline()
+    check = next(node for node in pipeline.nodes if node.name == "validate_evaluation_settings")
+    assert check.inputs == ["params:evaluation"] and check.outputs == [SETTINGS_DATASET]
+    assert check in pipeline.grouped_nodes[0]  # it needs no data: nothing has to run first
+    # The report's parameter table shows the block as written; no other node reads it.
+    readers = {node.name for node in pipeline.nodes if "params:evaluation" in node.inputs}
+    assert readers == {"validate_evaluation_settings", "collect_run_parameters"}
+    users = {node.name for node in pipeline.nodes if SETTINGS_DATASET in node.inputs}
+    assert {
+        "compute_metrics",
+        "compare_models_delong",
+        "compute_net_benefit",
+        "plot_roc_curves",
+        "plot_gradcam_dl_dual",
+        "build_report",
+    } <= users
+    assert check.run({"params:evaluation": PARAMS}) == {SETTINGS_DATASET: SETTINGS}
+    with pytest.raises(ValueError, match=re.escape("evaluation.confidence_level")):
+        check.run({"params:evaluation": {**PARAMS, "confidence_level": 1.5}})
+    with pytest.raises(ValueError, match="Unknown evaluation setting"):
+        check.run({"params:evaluation": {**PARAMS, "figure_split": ["external"]}})
+
+
 def test_evaluation_nodes_end_to_end(predictions: pd.DataFrame, cohort: pd.DataFrame) -> None:
     """Every node on synthetic tables, in pipeline order, as Kedro would call them."""
     tables = synthetic_tables(cohort)
     gathered = nodes.gather_predictions(*tables)
-    metrics = nodes.compute_metrics(gathered, PARAMS, 1)
-    tests = nodes.compare_models(gathered, PARAMS)
+    metrics = nodes.compute_metrics(gathered, SETTINGS, 1)
+    tests = nodes.compare_models(gathered, SETTINGS)
     study = nodes.build_study_table(metrics, tests)
-    subgroups = nodes.compute_subgroup_auc(gathered, cohort, PARAMS)
+    subgroups = nodes.compute_subgroup_auc(gathered, cohort, SETTINGS)
     oracle = nodes.compare_with_oracle(
-        gathered, cohort[["patient_id"]].assign(oracle_risk=0.2 + 0.5 * cohort["clnm"]), PARAMS
+        gathered, cohort[["patient_id"]].assign(oracle_risk=0.2 + 0.5 * cohort["clnm"]), SETTINGS
     )
     logged = nodes.collect_mlflow_metrics(metrics, tests, oracle)
     assert logged["external.oracle.auc"]["value"] == pytest.approx(1.0)
@@ -715,7 +749,7 @@ def test_evaluation_nodes_end_to_end(predictions: pd.DataFrame, cohort: pd.DataF
         ("calibration", nodes.plot_calibration),
         ("decision", nodes.plot_decision_curves),
     ):
-        embedded[name] = node(gathered, PARAMS)
+        embedded[name] = node(gathered, SETTINGS)
     history = pd.DataFrame(
         {
             "epoch": [1, 2, 3],
@@ -732,15 +766,15 @@ def test_evaluation_nodes_end_to_end(predictions: pd.DataFrame, cohort: pd.DataF
     crops = np.random.default_rng(0).integers(0, 256, (len(cohort), 2, SIZE, SIZE), np.uint8)
     for model, kind in zip(DL_MODELS, ("dual", "longitudinal", "transverse"), strict=True):
         network = build_network({"network": {"kind": kind, "compact_channels": [4, 8]}}).eval()
-        figure = embedded[model] = nodes.gradcam_node(model)(network, crops, cohort, PARAMS, 2)
+        figure = embedded[model] = nodes.gradcam_node(model)(network, crops, cohort, SETTINGS, 2)
         assert len(figure.axes) == 4 * (4 if kind == "dual" else 2)
     by_centre, by_outcome = nodes.build_table_one(cohort, cohort)
-    odds = nodes.fit_clinical_odds_ratios(cohort, cohort, {"clinical_columns": None}, PARAMS)
-    benefit = nodes.compute_net_benefit(gathered, PARAMS, 1)
-    embedded["net_benefit_difference"] = nodes.plot_net_benefit_difference(benefit, PARAMS)
+    odds = nodes.fit_clinical_odds_ratios(cohort, cohort, {"clinical_columns": None}, SETTINGS)
+    benefit = nodes.compute_net_benefit(gathered, SETTINGS, 1)
+    embedded["net_benefit_difference"] = nodes.plot_net_benefit_difference(benefit, SETTINGS)
     model_input = cohort.drop(columns=["fold"])
-    size = nodes.assess_development_sample_size(gathered, model_input, model_input, PARAMS)
-    summary = nodes.summarise_results(metrics, tests, benefit, size, PARAMS)
+    size = nodes.assess_development_sample_size(gathered, model_input, model_input, SETTINGS)
+    summary = nodes.summarise_results(metrics, tests, benefit, size, SETTINGS)
     html = nodes.build_report(
         metrics=metrics,
         delong_tests=tests,
@@ -754,7 +788,7 @@ def test_evaluation_nodes_end_to_end(predictions: pd.DataFrame, cohort: pd.DataF
         net_benefit=benefit,
         sample_size=size,
         plain_summary=summary,
-        evaluation=PARAMS,
+        settings=SETTINGS,
         clinical_head_comparison=pd.DataFrame(),
         dl_features_head_comparison=pd.DataFrame(),
         combined_head_comparison=pd.DataFrame(),

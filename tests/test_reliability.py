@@ -813,11 +813,12 @@ def test_an_evaluation_figure_that_fails_is_replaced_by_one_saying_why(
     """A plot that raises never sinks the evaluation: the report gets a figure naming the
     failure, and the warning is logged."""
     from clnm_kedro.pipelines.evaluation.nodes import plot_decision_curves  # noqa: PLC0415
+    from clnm_kedro.reporting.evaluation_settings import EvaluationSettings  # noqa: PLC0415
     from clnm_kedro.reporting.report import figure_caption  # noqa: PLC0415
 
     broken = pd.DataFrame({"patient_id": ["A"], "split": ["external"]})  # no model, no risk
     with caplog.at_level(logging.WARNING, logger="clnm_kedro.reporting.not_drawn"):
-        figure = plot_decision_curves(broken, {})
+        figure = plot_decision_curves(broken, EvaluationSettings())
     texts = " ".join(t.get_text() for t in figure.axes[0].texts)
     assert texts.startswith("Not drawn: ")
     assert "could not be drawn" in caplog.text and "Decision curves" in caplog.text

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from kedro.config import OmegaConfigLoader
 from kedro.io import CatalogConfigResolver, DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from matplotlib.figure import Figure
@@ -25,7 +26,7 @@ from clnm_kedro.metrics import delong_ci
 from clnm_kedro.networks import build_network
 from clnm_kedro.pipelines.evaluation import create_pipeline
 from clnm_kedro.pipelines.evaluation.nodes import plot_decision_curves, plot_roc
-from clnm_kedro.pipelines.evaluation.pipeline import REPORTED_PARAMETERS
+from clnm_kedro.pipelines.evaluation.pipeline import REPORTED_PARAMETERS, SETTINGS
 from clnm_kedro.reporting.predictions import MODEL_LABELS
 from clnm_kedro.reporting.report import (
     _head_estimates,
@@ -34,6 +35,7 @@ from clnm_kedro.reporting.report import (
     report_figure,
 )
 from clnm_kedro.reporting.tables import format_auc
+from clnm_kedro.settings import CONFIG_LOADER_ARGS
 
 torch.set_num_threads(1)
 
@@ -353,7 +355,7 @@ def test_run_writes_every_output(evaluated: DataCatalog) -> None:
 
 def test_roc_legend_shows_each_models_auc_with_its_ci(evaluated: DataCatalog) -> None:
     predictions = evaluated.load("predictions")
-    figure = plot_roc(predictions, EVALUATION)
+    figure = plot_roc(predictions, evaluated.load(SETTINGS))
     external = figure.axes[1]
     labels = [text.get_text() for text in external.get_legend().get_texts()]
     assert len(labels) == len(MODELS)
@@ -364,7 +366,7 @@ def test_roc_legend_shows_each_models_auc_with_its_ci(evaluated: DataCatalog) ->
 
 
 def test_decision_curves_show_treat_all_and_treat_none(evaluated: DataCatalog) -> None:
-    figure = plot_decision_curves(evaluated.load("predictions"), EVALUATION)
+    figure = plot_decision_curves(evaluated.load("predictions"), evaluated.load(SETTINGS))
     for axes in figure.axes:
         labels = {line.get_label() for line in axes.get_lines()}
         assert {"treat all", "treat none", MODEL_LABELS["combined"]} <= labels
@@ -410,14 +412,21 @@ def _catalog_config() -> _CatalogConfig:
     return _CatalogConfig(config)
 
 
+# Outputs passed from node to node in memory (no catalog entry, no file).
+IN_MEMORY = {"run_parameters", SETTINGS}
+
+
 def test_catalog_has_every_output_with_its_layer() -> None:
     config = _catalog_config()
-    saved = {
-        name
-        for name in create_pipeline().all_outputs()
-        if name != "run_parameters"  # in memory
-    }
+    saved = create_pipeline().all_outputs() - IN_MEMORY
     assert not sorted(name for name in saved if name not in config)
+    # No entry or dataset factory of the project's catalog catches the in-memory ones.
+    loader = OmegaConfigLoader(
+        str(PROJECT / "conf"), **{**CONFIG_LOADER_ARGS, "default_run_env": "base"}
+    )
+    resolver = CatalogConfigResolver(loader["catalog"], credentials=loader["credentials"])
+    caught = [n for n in IN_MEMORY if n in resolver.config or resolver.match_dataset_pattern(n)]
+    assert not caught
     for name in saved:
         layer = config[name]["metadata"]["kedro-viz"]["layer"]
         assert layer == ("model_output" if name == "predictions" else "reporting"), name

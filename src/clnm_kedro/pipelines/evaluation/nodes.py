@@ -1,7 +1,10 @@
 """Nodes of the ``evaluation`` pipeline.
 
 Small wrappers around :mod:`clnm_kedro.reporting` and :mod:`clnm_kedro.metrics`: they take
-catalog data and the ``evaluation`` parameters and return catalog data. Figure nodes return the
+catalog data and the ``evaluation`` settings and return catalog data. The ``evaluation``
+parameter block is read and checked once, by the pipeline's first node
+(:func:`validate_evaluation_settings`); every other node takes the resulting
+:class:`EvaluationSettings` (the ``evaluation_settings`` dataset). Figure nodes return the
 figure (saved as a PNG and logged to MLflow) and the same figure embedded for the HTML report,
 because Kedro cannot load a saved matplotlib figure back.
 """
@@ -49,25 +52,35 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def validate_evaluation_settings(evaluation: dict[str, Any] | None) -> EvaluationSettings:
+    """The ``evaluation`` parameter block, checked once before any evaluation node runs.
+
+    Raises
+    ------
+    ValueError
+        Naming the offending setting (e.g. ``evaluation.confidence_level must be between 0
+        and 1``) or the unknown keys.
+    """
+    return EvaluationSettings.from_params(evaluation)
+
+
 def gather_predictions(*tables_in: pd.DataFrame) -> pd.DataFrame:
     """Join every model's predictions into the validated ``predictions`` table."""
     return predictions.gather_predictions(*tables_in)
 
 
 def compute_metrics(
-    predictions_table: pd.DataFrame, evaluation: dict[str, Any], seed: int
+    predictions_table: pd.DataFrame, settings: EvaluationSettings, seed: int
 ) -> dict[str, Any]:
     """Per model and split: AUC (DeLong CI), rates at the training Youden cut-off, calibration.
 
     Returns the content of ``metrics.json`` (values not estimable are ``null``).
     """
-    settings = EvaluationSettings.from_params(evaluation)
     return _json_safe(model_metrics.evaluate_predictions(predictions_table, settings, seed))
 
 
-def compare_models(predictions_table: pd.DataFrame, evaluation: dict[str, Any]) -> pd.DataFrame:
+def compare_models(predictions_table: pd.DataFrame, settings: EvaluationSettings) -> pd.DataFrame:
     """Paired DeLong tests of the study's comparisons (and configured ones) per data set."""
-    settings = EvaluationSettings.from_params(evaluation)
     return model_metrics.delong_comparisons(
         predictions_table,
         settings.comparisons,
@@ -115,11 +128,10 @@ def fit_clinical_odds_ratios(
     cohort_table: pd.DataFrame,
     patient_splits: pd.DataFrame,
     clinical_modeling: dict[str, Any],
-    evaluation: dict[str, Any],
+    settings: EvaluationSettings,
 ) -> pd.DataFrame:
     """Univariable and multivariable odds ratios of the clinical model's indicators, fitted on
     the training centres only."""
-    settings = EvaluationSettings.from_params(evaluation)
     cohort = _cohort_with_splits(cohort_table, patient_splits)
     variables = clinical_columns(cohort_table, clinical_modeling.get("clinical_columns"))
     training = cohort[cohort["split"] == "train"]
@@ -133,11 +145,10 @@ def fit_clinical_odds_ratios(
 
 
 def compute_net_benefit(
-    predictions_table: pd.DataFrame, evaluation: dict[str, Any], seed: int
+    predictions_table: pd.DataFrame, settings: EvaluationSettings, seed: int
 ) -> pd.DataFrame:
     """Net benefit and its difference from treat-all, with bootstrap intervals, per model and
     set, on a grid of thresholds that holds the reported ones."""
-    settings = EvaluationSettings.from_params(evaluation)
     grid = {round(0.05 + 0.01 * i, 2) for i in range(56)}  # 0.05 ... 0.60
     thresholds = sorted(grid | {round(t, 6) for t in settings.net_benefit_thresholds})
     return net_benefit_by_model(
@@ -154,11 +165,10 @@ def assess_development_sample_size(
     predictions_table: pd.DataFrame,
     clinical_model_input: pd.DataFrame,
     combined_model_input: pd.DataFrame,
-    evaluation: dict[str, Any],
+    settings: EvaluationSettings,
 ) -> dict[str, Any]:
     """Riley's minimum sample size for the clinical and combined models, and the external
     set's events against the recommended minimum."""
-    settings = EvaluationSettings.from_params(evaluation)
     training = {
         "clinical": clinical_model_input[clinical_model_input["split"] != "external"],
         "combined": combined_model_input[combined_model_input["split"] != "external"],
@@ -178,28 +188,25 @@ def summarise_results(
     delong_tests: pd.DataFrame,
     net_benefit: pd.DataFrame,
     sample_size: dict[str, Any],
-    evaluation: dict[str, Any],
+    settings: EvaluationSettings,
 ) -> list[str]:
     """The plain-language summary, sentence by sentence, chosen from the results."""
-    settings = EvaluationSettings.from_params(evaluation)
     return plain_summary(
         metrics, delong_tests, net_benefit, sample_size, settings.net_benefit_thresholds
     )
 
 
 def compute_subgroup_auc(
-    predictions_table: pd.DataFrame, cohort_table: pd.DataFrame, evaluation: dict[str, Any]
+    predictions_table: pd.DataFrame, cohort_table: pd.DataFrame, settings: EvaluationSettings
 ) -> pd.DataFrame:
     """AUC with DeLong CI by sex, age and tumour size on the external set."""
-    settings = EvaluationSettings.from_params(evaluation)
     return model_metrics.subgroup_auc(predictions_table, cohort_table, settings)
 
 
 def compare_with_oracle(
-    predictions_table: pd.DataFrame, simulation_oracle: pd.DataFrame, evaluation: dict[str, Any]
+    predictions_table: pd.DataFrame, simulation_oracle: pd.DataFrame, settings: EvaluationSettings
 ) -> pd.DataFrame:
     """Each model's AUC beside the oracle AUC (synthetic cohort; empty for a real one)."""
-    settings = EvaluationSettings.from_params(evaluation)
     return model_metrics.oracle_comparison(predictions_table, simulation_oracle, settings)
 
 
@@ -211,9 +218,8 @@ def collect_mlflow_metrics(
 
 
 @figure_never_fails("ROC curves", report.captioned)
-def plot_roc(predictions_table: pd.DataFrame, evaluation: dict[str, Any]) -> tuple[Figure, str]:
+def plot_roc(predictions_table: pd.DataFrame, settings: EvaluationSettings) -> tuple[Figure, str]:
     """ROC curves of every model on the training and external sets."""
-    settings = EvaluationSettings.from_params(evaluation)
     figure = figures.plot_roc_curves(
         predictions_table, settings.figure_splits, settings.confidence_level
     )
@@ -222,10 +228,9 @@ def plot_roc(predictions_table: pd.DataFrame, evaluation: dict[str, Any]) -> tup
 
 @figure_never_fails("Calibration curves", report.captioned)
 def plot_calibration(
-    predictions_table: pd.DataFrame, evaluation: dict[str, Any]
+    predictions_table: pd.DataFrame, settings: EvaluationSettings
 ) -> tuple[Figure, str]:
     """Calibration curves (observed against predicted risk) of every model."""
-    settings = EvaluationSettings.from_params(evaluation)
     figure = figures.plot_calibration_curves(
         predictions_table, settings.figure_splits, settings.confidence_level
     )
@@ -238,10 +243,9 @@ def plot_calibration(
 
 @figure_never_fails("Net benefit against treat-all", report.captioned)
 def plot_net_benefit_difference(
-    net_benefit: pd.DataFrame, evaluation: dict[str, Any]
+    net_benefit: pd.DataFrame, settings: EvaluationSettings
 ) -> tuple[Figure, str]:
     """Net benefit minus treat-all's, with bootstrap bands, of every model."""
-    settings = EvaluationSettings.from_params(evaluation)
     figure = figures.plot_net_benefit_difference(net_benefit, settings.figure_splits)
     return figure, (
         "difference in net benefit from operating on every patient, with stratified-bootstrap "
@@ -251,10 +255,9 @@ def plot_net_benefit_difference(
 
 @figure_never_fails("Decision curves", report.captioned)
 def plot_decision_curves(
-    predictions_table: pd.DataFrame, evaluation: dict[str, Any]
+    predictions_table: pd.DataFrame, settings: EvaluationSettings
 ) -> tuple[Figure, str]:
     """Decision curves (net benefit) of every model against treat-all and treat-none."""
-    settings = EvaluationSettings.from_params(evaluation)
     figure = figures.plot_decision_curves(
         predictions_table, settings.figure_splits, settings.decision_thresholds
     )
@@ -288,11 +291,10 @@ def gradcam_node(model: str) -> Callable[..., Figure]:
         network: nn.Module,
         roi_crops: np.ndarray,
         patient_splits: pd.DataFrame,
-        evaluation: dict[str, Any],
+        settings: EvaluationSettings,
         seed: int,
     ) -> tuple[Figure, str]:
         """Grad-CAM heatmaps of both views for a seeded sample of external patients."""
-        settings = EvaluationSettings.from_params(evaluation)
         if len(patient_splits) != len(roi_crops):
             raise ValueError(
                 f"patient_splits has {len(patient_splits)} rows but roi_crops holds "
@@ -357,7 +359,7 @@ def build_report(
     net_benefit: pd.DataFrame,
     sample_size: dict[str, Any],
     plain_summary: list[str],
-    evaluation: dict[str, Any],
+    settings: EvaluationSettings,
     **comparisons_and_figures: pd.DataFrame | Figure | ReportFigure,
 ) -> str:
     """The self-contained HTML report, rendered from the packaged template or the one named by
@@ -367,7 +369,6 @@ def build_report(
     per head model of :mod:`clnm_kedro.registry`) or a figure node's figure, by name: read back
     from its PNG file (``ReportFigureDataset``), or the captioned figure itself when in memory.
     """
-    settings = EvaluationSettings.from_params(evaluation)
     report_figures = dict(comparisons_and_figures)
     head_comparisons = [report_figures.pop(f"{model}_head_comparison") for model in HEAD_MODELS]
     report_figures = {name: report.report_figure(item) for name, item in report_figures.items()}

@@ -28,9 +28,13 @@ from clnm_kedro.pipelines.evaluation.nodes import (
     plot_roc,
     plot_training_curves,
     summarise_results,
+    validate_evaluation_settings,
 )
 from clnm_kedro.registry import HEAD_MODELS, NETWORK_MODELS
 
+# The `evaluation` parameter block, checked once by the pipeline's first node: every node
+# reads this typed object (a MemoryDataset: no catalog entry), never the raw block.
+SETTINGS = "evaluation_settings"
 # Every model pipeline's predictions table, gathered into `predictions`: the networks' one
 # (feature_extraction) and each head's.
 PREDICTION_TABLES = ["dl_predictions", *(f"{model}_predictions" for model in HEAD_MODELS)]
@@ -64,7 +68,7 @@ def create_pipeline(**kwargs: Any) -> Pipeline:
                 f"{network}_network",
                 "roi_crops",
                 "patient_splits",
-                "params:evaluation",
+                SETTINGS,
                 "params:seed",
             ],
             outputs=f"gradcam_{network}_figure",
@@ -75,6 +79,12 @@ def create_pipeline(**kwargs: Any) -> Pipeline:
     return Pipeline(
         [
             Node(
+                validate_evaluation_settings,
+                inputs="params:evaluation",
+                outputs=SETTINGS,
+                name="validate_evaluation_settings",
+            ),
+            Node(
                 gather_predictions,
                 inputs=PREDICTION_TABLES,
                 outputs="predictions",
@@ -82,13 +92,13 @@ def create_pipeline(**kwargs: Any) -> Pipeline:
             ),
             Node(
                 compute_metrics,
-                inputs=["predictions", "params:evaluation", "params:seed"],
+                inputs=["predictions", SETTINGS, "params:seed"],
                 outputs="metrics",
                 name="compute_metrics",
             ),
             Node(
                 compare_models,
-                inputs=["predictions", "params:evaluation"],
+                inputs=["predictions", SETTINGS],
                 outputs="delong_tests",
                 name="compare_models_delong",
             ),
@@ -116,14 +126,14 @@ def create_pipeline(**kwargs: Any) -> Pipeline:
                     "cohort_table",
                     "patient_splits",
                     "params:clinical_modeling",
-                    "params:evaluation",
+                    SETTINGS,
                 ],
                 outputs="clinical_odds_ratios",
                 name="fit_clinical_odds_ratios",
             ),
             Node(
                 compute_net_benefit,
-                inputs=["predictions", "params:evaluation", "params:seed"],
+                inputs=["predictions", SETTINGS, "params:seed"],
                 outputs="net_benefit",
                 name="compute_net_benefit",
             ),
@@ -133,7 +143,7 @@ def create_pipeline(**kwargs: Any) -> Pipeline:
                     "predictions",
                     "clinical_model_input",
                     "combined_model_input",
-                    "params:evaluation",
+                    SETTINGS,
                 ],
                 outputs="sample_size",
                 name="assess_sample_size",
@@ -145,20 +155,20 @@ def create_pipeline(**kwargs: Any) -> Pipeline:
                     "delong_tests",
                     "net_benefit",
                     "sample_size",
-                    "params:evaluation",
+                    SETTINGS,
                 ],
                 outputs="plain_summary",
                 name="summarise_results",
             ),
             Node(
                 compute_subgroup_auc,
-                inputs=["predictions", "cohort_table", "params:evaluation"],
+                inputs=["predictions", "cohort_table", SETTINGS],
                 outputs="subgroup_auc",
                 name="compute_subgroup_auc",
             ),
             Node(
                 compare_with_oracle,
-                inputs=["predictions", "simulation_oracle", "params:evaluation"],
+                inputs=["predictions", "simulation_oracle", SETTINGS],
                 outputs="oracle_comparison",
                 name="compare_with_oracle",
             ),
@@ -170,25 +180,25 @@ def create_pipeline(**kwargs: Any) -> Pipeline:
             ),
             Node(
                 plot_roc,
-                inputs=["predictions", "params:evaluation"],
+                inputs=["predictions", SETTINGS],
                 outputs="roc_curves_figure",
                 name="plot_roc_curves",
             ),
             Node(
                 plot_calibration,
-                inputs=["predictions", "params:evaluation"],
+                inputs=["predictions", SETTINGS],
                 outputs="calibration_curves_figure",
                 name="plot_calibration_curves",
             ),
             Node(
                 plot_decision_curves,
-                inputs=["predictions", "params:evaluation"],
+                inputs=["predictions", SETTINGS],
                 outputs="decision_curves_figure",
                 name="plot_decision_curves",
             ),
             Node(
                 plot_net_benefit_difference,
-                inputs=["net_benefit", "params:evaluation"],
+                inputs=["net_benefit", SETTINGS],
                 outputs="net_benefit_difference_figure",
                 name="plot_net_benefit_difference",
             ),
@@ -220,7 +230,7 @@ def create_pipeline(**kwargs: Any) -> Pipeline:
                     "net_benefit": "net_benefit",
                     "sample_size": "sample_size",
                     "plain_summary": "plain_summary",
-                    "evaluation": "params:evaluation",
+                    "settings": SETTINGS,
                     **{name: name for name in HEAD_COMPARISONS},
                     # the figures, read back from their PNG files (the template places them)
                     "roc_curves": "roc_curves_figure",

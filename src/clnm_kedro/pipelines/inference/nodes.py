@@ -60,10 +60,10 @@ def record_scoring_contract(
 
 
 def fit_risk_thresholds(
-    predictions: pd.DataFrame, evaluation: dict[str, Any]
+    predictions: pd.DataFrame, settings: EvaluationSettings
 ) -> dict[str, dict[str, Any]]:
-    """Each model's Youden threshold on its training predictions (``evaluation`` rule)."""
-    settings = EvaluationSettings.from_params(evaluation)
+    """Each model's Youden threshold on its training predictions (``evaluation`` rule; the
+    settings checked once by the evaluation pipeline)."""
     return risk_thresholds(predictions, settings.threshold_splits)
 
 

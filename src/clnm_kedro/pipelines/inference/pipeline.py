@@ -27,6 +27,7 @@ from typing import Any
 
 from kedro.pipeline import Node, Pipeline
 
+from clnm_kedro.pipelines.evaluation.pipeline import SETTINGS as EVALUATION_SETTINGS
 from clnm_kedro.pipelines.feature_extraction.pipeline import network_inference_template
 from clnm_kedro.pipelines.head_inputs import model_input_node
 from clnm_kedro.pipelines.head_template import HEAD_PARAMETER_BLOCKS, head_template
@@ -99,7 +100,7 @@ def create_training_artifacts_pipeline() -> Pipeline:
             ),
             Node(
                 fit_risk_thresholds,
-                inputs=["predictions", "params:evaluation"],
+                inputs=["predictions", EVALUATION_SETTINGS],
                 outputs="risk_thresholds",
                 name="fit_risk_thresholds",
                 tags="training",
