@@ -235,7 +235,7 @@ def plot_calibration(
         predictions_table, settings.figure_splits, settings.confidence_level
     )
     return figure, (
-        "smoothed (logistic regression on a restricted cubic spline of the logit) with "
+        "Smoothed (logistic regression on a restricted cubic spline of the logit) with "
         "pointwise confidence bands; the dotted diagonal is perfect calibration; beneath, the "
         "distribution of predicted risks"
     )
@@ -248,7 +248,7 @@ def plot_net_benefit_difference(
     """Net benefit minus treat-all's, with bootstrap bands, of every model."""
     figure = figures.plot_net_benefit_difference(net_benefit, settings.figure_splits)
     return figure, (
-        "difference in net benefit from operating on every patient, with stratified-bootstrap "
+        "Difference in net benefit from operating on every patient, with stratified-bootstrap "
         "bands; above 0 the model helps"
     )
 
@@ -261,14 +261,14 @@ def plot_decision_curves(
     figure = figures.plot_decision_curves(
         predictions_table, settings.figure_splits, settings.decision_thresholds
     )
-    return figure, "net benefit across threshold probabilities"
+    return figure, "Net benefit across threshold probabilities"
 
 
 @figure_never_fails("Training curves", report.captioned)
 def plot_training_curves(**histories: pd.DataFrame) -> tuple[Figure, str]:
     """Loss and internal-validation AUC per epoch of every network (keyword = model id)."""
     figure = figures.plot_training_overview(histories)
-    return figure, "the dotted red line marks the epoch whose weights were kept"
+    return figure, "The dotted red line marks the epoch whose weights were kept"
 
 
 def _as_network(network: Any, model: str) -> nn.Module:
@@ -312,7 +312,7 @@ def gradcam_node(model: str) -> Callable[..., Figure]:
             figure = figures.plot_gradcam_panel(
                 roi_crops[:0], np.zeros((0, 1, 1, 1)), (0,), [], title=title
             )
-            return figure, "no patients to show"
+            return figure, "No patients to show"
         result = gradcam_heatmaps(_as_network(network, model), roi_crops[rows])
         chosen = patient_splits.iloc[rows]
         captions = [
