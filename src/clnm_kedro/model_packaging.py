@@ -22,12 +22,14 @@ logs no model. The model carries:
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import shutil
 import subprocess
 import sys
 import tempfile
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
@@ -132,6 +134,18 @@ def _input_example(catalog: Any, contract: Any) -> Any:
         return None
 
 
+@contextlib.contextmanager
+def _project_logs_at(level: int) -> Iterator[None]:
+    """The project's loggers at ``level`` or above for the duration of the block."""
+    project = logging.getLogger("clnm_kedro")
+    before = project.level
+    project.setLevel(max(level, project.getEffectiveLevel()))
+    try:
+        yield
+    finally:
+        project.setLevel(before)
+
+
 def log_scoring_model(catalog: Any) -> None:
     """Log the scoring pipeline with this run's artifacts as one MLflow model and register it."""
     # Imported here: the pipelines import torch and the whole project; settings.py imports us.
@@ -147,7 +161,9 @@ def log_scoring_model(catalog: Any) -> None:
     for name in scoring.inputs():  # dataset factories (e.g. the networks) become entries
         catalog.exists(name)
     contract = catalog.get(CONTRACT_DATASET).load()
-    with TemporaryDirectory() as folder:
+    with TemporaryDirectory() as folder, _project_logs_at(logging.WARNING):
+        # MLflow scores the input example once as it logs the model: its scoring steps are
+        # not this run's, so their progress lines stay out of the console (warnings still show)
         model = KedroPipelineModel(pipeline=scoring, catalog=catalog, input_name=MODEL_INPUT)
         artifacts = model.extract_pipeline_artifacts(parameters_saving_folder=Path(folder))
         mlflow.pyfunc.log_model(
