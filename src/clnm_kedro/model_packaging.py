@@ -88,7 +88,7 @@ def build_project_wheel(target: Path, package_dir: Path = PACKAGE_DIR) -> Path |
 
 
 def _scratch_folder() -> Path:
-    """A folder that lives until the process ends (kedro-mlflow logs the model after us)."""
+    """A folder for the wheel that lives until the process ends."""
     folder = Path(tempfile.mkdtemp(prefix="clnm_kedro_model_"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     return folder
