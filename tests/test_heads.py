@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import warnings
@@ -277,6 +278,18 @@ def test_default_parameter_block_is_valid(default_spec: HeadSpec) -> None:
     )
     assert default_spec.search_space.families["catboost"]["boosting_type"].value == "Plain"
     assert default_spec.search_space.reduction["method"].choices == ("none", "pca", "l1", "kbest")
+
+
+def test_the_shipped_settings_are_the_code_defaults(default_spec: HeadSpec) -> None:
+    """conf/base states every setting of the heads block, and states the defaults HeadSpec
+    declares for a block that leaves them out: one set of defaults, written out for users."""
+    block = yaml.safe_load(PARAMETERS.read_text())["heads"]
+    bare = HeadSpec.from_params({"search_space": block["search_space"], "families": ["svm"]})
+    scalar = [
+        f.name for f in dataclasses.fields(HeadSpec) if f.name not in ("search_space", "families")
+    ]
+    assert {n: getattr(default_spec, n) for n in scalar} == {n: getattr(bare, n) for n in scalar}
+    assert bare.selection_metric == "log_loss" and bare.outer_splits == 5
 
 
 # --------------------------------------------------------------------------------------
@@ -597,7 +610,9 @@ def test_one_standard_error_rule_on_log_loss_where_lower_is_better() -> None:
     assert table["family"][select_family(table, "best")[0]] == "catboost"
     within = within_one_standard_error(table)
     assert dict(zip(table["family"], within, strict=True)) == {
-        "catboost": True, "svm": False, "logistic_regression": True
+        "catboost": True,
+        "svm": False,
+        "logistic_regression": True,
     }
     table = score_table(
         {"logistic_regression": (0.65, 0.01), "catboost": (0.56, 0.01)}, metric="log_loss"
@@ -659,7 +674,9 @@ def prevalence_table(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
 
 def test_no_class_weight_offset_and_a_balanced_one_is_calibrated_away() -> None:
     X, y = prevalence_table(800, seed=5)
-    spec = small_spec(families=["logistic_regression"], n_trials=2, outer_cv={"n_splits": 3})
+    spec = small_spec(
+        families=["logistic_regression"], n_trials=2, outer_cv={"n_splits": 3, "n_jobs": 1}
+    )
     offsets = {}
     for class_weight in (None, "balanced"):
         result = fit_head(X, y, {**spec, "class_weight": class_weight}, storage_url=None)
@@ -687,7 +704,9 @@ def test_nested_estimate_never_scores_a_patient_its_search_has_seen(
 
     monkeypatch.setattr(nested, "fit_head", spy)
     X, y = make_table(90)
-    spec = small_spec(families=["logistic_regression", "knn"], n_trials=1, outer_cv={"n_splits": 3})
+    spec = small_spec(
+        families=["logistic_regression", "knn"], n_trials=1, outer_cv={"n_splits": 3, "n_jobs": 1}
+    )
     risks, folds = nested_out_of_fold(X, y, spec)
     # One whole search (all families, selection, calibration) per outer fold; each patient
     # is left out of exactly one of them, the one that scores it.

@@ -134,6 +134,7 @@ SMALL_HEADS: dict[str, Any] = {
     "n_trials": 2,
     "timeout_s": None,
     "cv": {"n_splits": 3, "n_repeats": 2},
+    "outer_cv": {"n_splits": None},  # the selection CV as train_cv (nested CV is the default)
     "search_space": {
         "logistic_regression": {"C": {"type": "float", "low": 0.01, "high": 10.0, "log": True}}
     },

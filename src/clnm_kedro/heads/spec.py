@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 import numpy as np
@@ -94,8 +94,8 @@ class HeadSpec:
 
     search_space: SearchSpace
     families: tuple[str, ...]
-    n_trials: int = 20
-    timeout_s: float | None = 30.0
+    n_trials: int = 15
+    timeout_s: float | None = None
     n_splits: int = 5
     n_repeats: int = 1
     class_weight: str | None = None
@@ -105,8 +105,8 @@ class HeadSpec:
     if_stored_study_differs: Literal["new_study", "error", "replace"] = "new_study"
     selection_rule: Literal["one_standard_error", "best"] = "one_standard_error"
     selection_metric: Literal["log_loss", "auc"] = "log_loss"
-    outer_splits: int | None = None
-    outer_jobs: int = 1
+    outer_splits: int | None = 5
+    outer_jobs: int = -1
 
     def __post_init__(self) -> None:
         _check_positive_int("n_trials", self.n_trials)
@@ -190,8 +190,9 @@ class HeadSpec:
                     f"heads.{block}: unknown keys {extra}; allowed: {sorted(allowed)}."
                 )
         cv, pruner = dict(blocks["cv"]), dict(blocks["pruner"])
-        class_weight = params.get("class_weight")
-        n_jobs = params.get("n_jobs", 1)
+        defaults = {f.name: f.default for f in fields(cls)}
+        class_weight = params.get("class_weight", defaults["class_weight"])
+        n_jobs = params.get("n_jobs", defaults["n_jobs"])
         options = EstimatorOptions(class_weight=class_weight, n_jobs=n_jobs)
         space = parse_search_space(
             params["search_space"],
@@ -202,22 +203,28 @@ class HeadSpec:
         families = params.get("families") or list(space.families)
         if isinstance(families, str) or not isinstance(families, list | tuple):
             raise ValueError(f"heads.families must be a list of family names; got {families!r}.")
+        # Each setting from its block when given (null included), else the field's default:
+        # the defaults are declared once, on the fields above (conf/base states the same values).
+        where = {
+            "n_trials": (params, "n_trials"),
+            "timeout_s": (params, "timeout_s"),
+            "n_splits": (cv, "n_splits"),
+            "n_repeats": (cv, "n_repeats"),
+            "pruner_startup_trials": (pruner, "n_startup_trials"),
+            "pruner_warmup_folds": (pruner, "n_warmup_steps"),
+            "if_stored_study_differs": (params, "if_stored_study_differs"),
+            "selection_rule": (blocks["selection"], "rule"),
+            "selection_metric": (blocks["selection"], "metric"),
+            "outer_splits": (blocks["outer_cv"], "n_splits"),
+            "outer_jobs": (blocks["outer_cv"], "n_jobs"),
+        }
+        given = {name: block[key] for name, (block, key) in where.items() if key in block}
         return cls(
             search_space=space,
             families=tuple(families),
-            n_trials=params.get("n_trials", 20),
-            timeout_s=params.get("timeout_s", 30.0),
-            n_splits=cv.get("n_splits", 5),
-            n_repeats=cv.get("n_repeats", 1),
             class_weight=class_weight,
             n_jobs=n_jobs,
-            pruner_startup_trials=pruner.get("n_startup_trials", 5),
-            pruner_warmup_folds=pruner.get("n_warmup_steps", 1),
-            if_stored_study_differs=params.get("if_stored_study_differs", "new_study"),
-            selection_rule=blocks["selection"].get("rule", "one_standard_error"),
-            selection_metric=blocks["selection"].get("metric", "log_loss"),
-            outer_splits=blocks["outer_cv"].get("n_splits"),
-            outer_jobs=blocks["outer_cv"].get("n_jobs", 1),
+            **given,
         )
 
 
