@@ -33,6 +33,7 @@ from clnm_kedro.networks.cross_fitting import (
     fold_assignment,
 )
 from clnm_kedro.networks.data import validate_crops
+from clnm_kedro.networks.inference import DEFAULT_INFERENCE_BATCH
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def _checked(
         raise ValueError(
             f"Unknown keys {unknown} in feature_extraction; allowed: {sorted(_SETTINGS_KEYS)}"
         )
-    batch_size = settings.get("batch_size", 256)
+    batch_size = settings.get("batch_size", DEFAULT_INFERENCE_BATCH)
     whole_number(batch_size, "feature_extraction.batch_size", 1)
     validate_crops(roi_crops)
     if len(patient_splits) != len(roi_crops):
