@@ -46,9 +46,11 @@ def _check_metric(metric: str) -> None:
         )
 
 
-def _best_row(comparison: pd.DataFrame, metric: str) -> tuple[int, np.ndarray, np.ndarray]:
-    """The best family's row, every row's score oriented so that higher is better, and which
-    rows have a finite score."""
+def _best_row(
+    comparison: pd.DataFrame, metric: str
+) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """The best family's row, every row's score oriented so that higher is better, which rows
+    have a finite score, and every row's complexity rank."""
     values = comparison[f"cv_{metric}"].to_numpy(dtype=float)
     score = values if _HIGHER_IS_BETTER[metric] else -values
     finite = np.isfinite(score)
@@ -57,14 +59,14 @@ def _best_row(comparison: pd.DataFrame, metric: str) -> tuple[int, np.ndarray, n
     rank = np.array([complexity_rank(f) for f in comparison["family"]])
     # The best score; among equal scores, the simpler family.
     best = int(min(np.flatnonzero(finite), key=lambda i: (-score[i], rank[i])))
-    return best, score, finite
+    return best, score, finite, rank
 
 
 def within_one_standard_error(comparison: pd.DataFrame, metric: str = "log_loss") -> np.ndarray:
     """Which families' cross-validated ``metric`` is within one standard error of the best
     family's (the best family's SE, as :func:`select_family` uses it)."""
     _check_metric(metric)
-    best, score, finite = _best_row(comparison, metric)
+    best, score, finite, _ = _best_row(comparison, metric)
     se = float(comparison[f"cv_{metric}_se"].iloc[best])
     if not np.isfinite(se):
         se = 0.0
@@ -99,8 +101,7 @@ def select_family(
     words = _METRIC_WORDS[metric]
     extreme = "highest" if _HIGHER_IS_BETTER[metric] else "lowest"
     values = comparison[f"cv_{metric}"].to_numpy(dtype=float)
-    best, score, finite = _best_row(comparison, metric)
-    rank = np.array([complexity_rank(f) for f in comparison["family"]])
+    best, score, finite, rank = _best_row(comparison, metric)
     best_name, best_value = comparison["family"].iloc[best], values[best]
     if rule == "best":
         return best, f"{best_name}: {extreme} cross-validated {words} ({best_value:.3f})"

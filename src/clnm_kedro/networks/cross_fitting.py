@@ -324,6 +324,14 @@ def cross_fitted_logits(
     the mean of the K networks' outputs. Outputs are standardised per network
     (:class:`OutputStandardisation`; for a held-out patient, leave-one-out).
     """
+    per_model, assignment = _raw_outputs(ensemble, crops, assignment, batch_size)
+    return _combine_outputs(per_model, assignment, ensemble.standardisation, ensemble.output_names)
+
+
+def _raw_outputs(
+    ensemble: FoldEnsemble, crops: np.ndarray, assignment: np.ndarray | None, batch_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every fold network's unstandardised outputs ``(K, N, C)`` and the checked assignment."""
     if assignment is None:
         assignment = np.full(len(crops), -1)
     assignment = np.asarray(assignment)
@@ -331,8 +339,7 @@ def cross_fitted_logits(
         raise ValueError(f"{len(assignment)} fold assignments for {len(crops)} crops")
     if assignment.max(initial=-1) >= ensemble.n_folds:
         raise ValueError(f"fold assignment beyond the {ensemble.n_folds} fold networks")
-    per_model = batched_logits(list(ensemble.folds), crops, batch_size)
-    return _combine_outputs(per_model, assignment, ensemble.standardisation, ensemble.output_names)
+    return batched_logits(list(ensemble.folds), crops, batch_size), assignment
 
 
 def _combine_outputs(
@@ -459,11 +466,9 @@ def build_ensemble_result(
     """
     check_held_out(folds, splits)
     ensemble = FoldEnsembleResult(list(folds), LogitCalibration.identity()).network()
-    validate_crops(crops)
-    assignment = fold_assignment(ensemble, splits)
-    if len(assignment) != len(crops):
-        raise ValueError(f"{len(assignment)} fold assignments for {len(crops)} crops")
-    per_model = batched_logits(list(ensemble.folds), crops, batch_size)
+    per_model, assignment = _raw_outputs(
+        ensemble, crops, fold_assignment(ensemble, splits), batch_size
+    )
     standardisation = OutputStandardisation.fit(per_model, assignment)
     outputs = _combine_outputs(per_model, assignment, standardisation, ensemble.output_names)
     train = splits["split"].eq("train").to_numpy()
