@@ -37,6 +37,7 @@ from clnm_kedro.heads import (
     predict_head,
     select_family,
 )
+from clnm_kedro.heads.head_pipeline import PreprocessedFolds
 from clnm_kedro.heads.nested import nested_out_of_fold
 from clnm_kedro.heads.selection import cv_standard_error, within_one_standard_error
 from clnm_kedro.metrics.calibration import calibration_intercept_slope
@@ -65,8 +66,9 @@ def make_table(n: int, seed: int = 0, n_dl: int = 6) -> tuple[pd.DataFrame, np.n
 
 
 def small_spec(**changes: Any) -> dict[str, Any]:
-    """A fast spec: few trials, 3-fold CV, small families."""
+    """A fast spec: few trials, 3-fold CV, small families, every study in this process."""
     spec: dict[str, Any] = {
+        "processes": 1,
         "families": ["logistic_regression"],
         "n_trials": 3,
         "timeout_s": None,
@@ -137,6 +139,31 @@ def test_each_family_fits_and_predicts_probabilities(default_spec: HeadSpec, fam
     # It learns the signal: apparent AUC well above chance.
     train_probabilities = pipeline.predict_proba(X.iloc[train])[:, 1]
     assert roc_auc_score(y[train], train_probabilities) > 0.6
+
+
+@pytest.mark.parametrize("reduction", ["none", "pca", "l1", "kbest"])
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_the_search_folds_score_as_the_head_pipeline_fitted_on_each_fold(
+    default_spec: HeadSpec, family: str, reduction: str
+) -> None:
+    """The search fits the column preprocessing once per fold and each trial only its
+    reduction and classifier: the probabilities are the whole pipeline's, fold by fold."""
+    X, y = make_table(150, seed=3)
+    columns = feature_columns(X)
+    folds = list(StratifiedKFold(3, shuffle=True, random_state=0).split(X, y))
+    prepared = PreprocessedFolds(X, y, columns, folds)
+    space = default_spec.search_space.families[family]
+    params = {name: middle_value(hp) for name, hp in space.items()}
+    params |= {"reduction_method": reduction, "reduction_n_components": 3}
+    if family == "catboost":
+        params["iterations"] = 30
+    options = EstimatorOptions(seed=4)
+    for fold, (train, test) in enumerate(folds):
+        pipeline = build_head_pipeline(columns, family, params, options)
+        expected = pipeline.fit(X.iloc[train], y[train]).predict_proba(X.iloc[test])[:, 1]
+        assert_same_numbers(prepared.predict(fold, family, params, options), expected)
+    # The folds hold preprocessed numbers only: the table itself is not kept.
+    assert not any(isinstance(v, pd.DataFrame) for v in vars(prepared).values())
 
 
 def test_reduction_applies_to_deep_learning_columns_only() -> None:
@@ -675,7 +702,7 @@ def prevalence_table(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
 def test_no_class_weight_offset_and_a_balanced_one_is_calibrated_away() -> None:
     X, y = prevalence_table(800, seed=5)
     spec = small_spec(
-        families=["logistic_regression"], n_trials=2, outer_cv={"n_splits": 3, "n_jobs": 1}
+        families=["logistic_regression"], n_trials=2, outer_cv={"n_splits": 3}
     )
     offsets = {}
     for class_weight in (None, "balanced"):
@@ -693,45 +720,68 @@ def test_no_class_weight_offset_and_a_balanced_one_is_calibrated_away() -> None:
 def test_nested_estimate_never_scores_a_patient_its_search_has_seen(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from clnm_kedro.heads import nested  # noqa: PLC0415
+    from clnm_kedro.heads import nested, search  # noqa: PLC0415
 
-    searched: list[set[int]] = []
-    original = nested.fit_head
+    studied: list[tuple[str, set[int]]] = []
+    finished: list[set[int]] = []
+    tune, finish = search.tune_one_family, nested.finish_head
 
-    def spy(X: pd.DataFrame, y: np.ndarray, *args: Any, **kwargs: Any) -> Any:
-        searched.append(set(X.index))
-        return original(X, y, *args, **kwargs)
+    def tune_spy(**kwargs: Any) -> Any:
+        studied.append((kwargs["study_name"], set(kwargs["X"].index)))
+        return tune(**kwargs)
 
-    monkeypatch.setattr(nested, "fit_head", spy)
+    def finish_spy(X: pd.DataFrame, *args: Any, **kwargs: Any) -> Any:
+        finished.append(set(X.index))
+        return finish(X, *args, **kwargs)
+
+    monkeypatch.setattr(search, "tune_one_family", tune_spy)
+    monkeypatch.setattr(nested, "finish_head", finish_spy)
     X, y = make_table(90)
     spec = small_spec(
-        families=["logistic_regression", "knn"], n_trials=1, outer_cv={"n_splits": 3, "n_jobs": 1}
+        families=["logistic_regression", "knn"], n_trials=1, outer_cv={"n_splits": 3},
+        processes=1,
     )
     risks, folds = nested_out_of_fold(X, y, spec)
-    # One whole search (all families, selection, calibration) per outer fold; each patient
-    # is left out of exactly one of them, the one that scores it.
-    assert len(searched) == 3 and folds["n_patients"].sum() == len(X)
-    left_out = [set(X.index) - rows for rows in searched]
+    # One whole search (every family's study, the selection, the refit and the calibration)
+    # per outer fold; each patient is left out of exactly one of them, the one that scores it.
+    assert len(finished) == 3 and folds["n_patients"].sum() == len(X)
+    assert len(studied) == 3 * 2
+    for fold, rows in enumerate(finished):
+        assert {name: r for name, r in studied if f".outer{fold}." in name} == {
+            f"head.outer{fold}.{family}": rows for family in ("logistic_regression", "knn")
+        }
+    left_out = [set(X.index) - rows for rows in finished]
     assert sorted(len(rows) for rows in left_out) == sorted(folds["n_patients"])
     assert set().union(*left_out) == set(X.index)
     assert sum(len(rows) for rows in left_out) == len(X)
     assert np.isfinite(risks).all() and ((risks > 0) & (risks < 1)).all()
 
 
-def test_outer_folds_side_by_side_give_the_sequential_numbers() -> None:
-    """heads.outer_cv.n_jobs runs the outer folds in worker processes: the same folds, the
-    same families and the same risks as one after the other (each fold is seeded and
-    single-threaded). A count that is no count stops the run up front."""
+def test_studies_side_by_side_give_the_sequential_numbers() -> None:
+    """heads.processes runs the studies (each family's, and each outer fold's) in worker
+    processes: the same families, parameters and risks as one after the other in this
+    process (each study is seeded and single-threaded). A count that is no count stops the
+    run up front, and the old key says where it went."""
     X, y = make_table(90)
-    spec = small_spec(n_trials=2, outer_cv={"n_splits": 3, "n_jobs": 1})
-    sequential, folds = nested_out_of_fold(X, y, spec, seed=4)
-    parallel, parallel_folds = nested_out_of_fold(
-        X, y, {**spec, "outer_cv": {"n_splits": 3, "n_jobs": 2}}, seed=4
+    spec = small_spec(
+        families=["logistic_regression", "knn"], n_trials=2, outer_cv={"n_splits": 3},
+        processes=1,
     )
+    sequential, folds = nested_out_of_fold(X, y, spec, seed=4)
+    parallel, parallel_folds = nested_out_of_fold(X, y, {**spec, "processes": 2}, seed=4)
     assert_same_numbers(parallel, sequential)
     assert parallel_folds["family"].tolist() == folds["family"].tolist()
-    with pytest.raises(ValueError, match=r"outer_cv\.n_jobs \(or -1\)"):
-        nested_out_of_fold(X, y, {**spec, "outer_cv": {"n_splits": 3, "n_jobs": 0}})
+    one = fit_head(X, y, spec, storage_url=None, seed=4)
+    two = fit_head(X, y, {**spec, "processes": 2}, storage_url=None, seed=4)
+    pd.testing.assert_frame_equal(
+        one.comparison.drop(columns="search_seconds"),
+        two.comparison.drop(columns="search_seconds"),
+    )
+    assert one.params == two.params
+    with pytest.raises(ValueError, match=r"processes \(or -1\)"):
+        nested_out_of_fold(X, y, {**spec, "processes": 0})
+    with pytest.raises(ValueError, match=r"outer_cv\.n_jobs is now heads\.processes"):
+        HeadSpec.from_params({**spec, "outer_cv": {"n_splits": 3, "n_jobs": 2}})
 
 
 def test_calibrated_head_round_trips_and_scores_calibrated_risks(tmp_path: Path) -> None:

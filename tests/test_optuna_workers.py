@@ -59,6 +59,7 @@ X = pd.DataFrame({"age": rng.normal(45, 11, 160), "tumor_size_mm": rng.uniform(2
                   "hashimoto": rng.integers(0, 2, 160).astype(float)})
 y = (rng.random(160) < 1 / (1 + np.exp(-(X["tumor_size_mm"] - 6) / 2))).astype(int)
 spec = {"families": json.loads(families), "n_trials": int(n_trials), "timeout_s": None,
+        "processes": 1,  # the tagged objective is patched into this process only
         "cv": {"n_splits": 3, "n_repeats": 1}, "selection": {"metric": "auc"},
         "search_space": {"logistic_regression": {"C": {"type": "float", "low": 0.001,
                                                        "high": 100.0, "log": True}},

@@ -7,43 +7,16 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-import joblib
 import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
 from clnm_kedro.heads.families import single_threaded_numerics
-from clnm_kedro.heads.search import fit_head
-from clnm_kedro.heads.spec import HeadSpec, _check_training_data
+from clnm_kedro.heads.search import finish_head, run_studies
+from clnm_kedro.heads.spec import HeadSpec, _check_neighbours, _check_training_data
 
 logger = logging.getLogger(__name__)
-
-
-def _outer_fold(
-    X_train: pd.DataFrame,
-    y_train: np.ndarray,
-    X_test: pd.DataFrame,
-    spec: HeadSpec,
-    *,
-    model_name: str,
-    seed: int,
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """One outer fold of :func:`nested_out_of_fold`: the whole head procedure on its training
-    part (studies in memory), then its calibrated risks of the left-out patients."""
-    inner = fit_head(X_train, y_train, spec, storage_url=None, model_name=model_name, seed=seed)
-    with single_threaded_numerics():
-        scores = inner.pipeline.predict_proba(X_test)[:, 1]
-    calibration = inner.pipeline.calibration
-    return scores, {
-        "family": inner.family,
-        "inner_cv_auc": inner.cv_auc,
-        "inner_cv_log_loss": float(
-            inner.comparison.loc[inner.comparison["selected"], "cv_log_loss"].iloc[0]
-        ),
-        "calibration_intercept": calibration.intercept,
-        "calibration_slope": calibration.slope,
-    }
 
 
 def nested_out_of_fold(
@@ -56,11 +29,12 @@ def nested_out_of_fold(
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """Nested cross-validation: the honest out-of-fold estimate of the whole head procedure.
 
-    For each of ``spec.outer_splits`` stratified outer folds, :func:`fit_head` runs on the
-    other folds only (every family searched, the selection rule, the refit and the
-    calibration on inner out-of-fold predictions; studies kept in memory), and the head it
-    returns scores the left-out fold. No patient's probability comes from a search, selection
-    or calibration that saw its label.
+    For each of ``spec.outer_splits`` stratified outer folds, the head procedure of
+    :func:`~clnm_kedro.heads.search.fit_head` runs on the other folds only (every family
+    searched, the selection rule, the refit and the calibration on inner out-of-fold
+    predictions; studies kept in memory), and the head it returns scores the left-out fold.
+    No patient's probability comes from a search, selection or calibration that saw its
+    label.
 
     Returns
     -------
@@ -75,34 +49,50 @@ def nested_out_of_fold(
     y_array = _check_training_data(X, y, spec)
     outer = StratifiedKFold(n_splits=spec.outer_splits, shuffle=True, random_state=seed + 1)
     splits = list(outer.split(X, y_array))
-    # Each outer fold in a process of its own when outer_jobs allows (loky; sequential, in
-    # this process, with 1): the folds share nothing, so the numbers are the same either way.
-    results = joblib.Parallel(n_jobs=spec.outer_jobs, backend="loky")(
-        joblib.delayed(_outer_fold)(
-            X.iloc[train_index],
-            y_array[train_index],
-            X.iloc[test_index],
-            spec,
-            model_name=f"{model_name}.outer{fold}",
-            seed=seed,
-        )
-        for fold, (train_index, test_index) in enumerate(splits)
-    )
+    for train_index, _ in splits:
+        _check_neighbours(len(train_index), spec)
+    # Every (outer fold, family) study is a task of its own, side by side in spec.processes
+    # workers (the folds' studies share nothing, so the numbers are the same either way);
+    # each fold's selection, refit and calibration then follow here.
+    tasks = [
+        {
+            "X": X.iloc[train_index],
+            "y": y_array[train_index],
+            "family": family,
+            "storage_url": None,  # in memory: an outer fold's studies are not kept
+            "study_name": f"{model_name}.outer{fold}.{family}",
+            "seed": seed,
+        }
+        for fold, (train_index, _) in enumerate(splits)
+        for family in spec.families
+    ]
+    tuned = iter(run_studies(tasks, spec, desc=f"Nested CV of the {model_name} heads"))
     probabilities = np.full(len(X), np.nan)
     rows = []
-    for fold, ((_, test_index), (scores, row)) in enumerate(zip(splits, results, strict=True)):
+    for fold, (train_index, test_index) in enumerate(splits):
+        inner = finish_head(
+            X.iloc[train_index],
+            y_array[train_index],
+            spec,
+            {family: next(tuned) for family in spec.families},
+            model_name=f"{model_name}.outer{fold}",
+            seed=seed,
+            log_level=logging.DEBUG,
+        )
+        with single_threaded_numerics():
+            scores = inner.pipeline.predict_proba(X.iloc[test_index])[:, 1]
         probabilities[test_index] = scores
-        outer_auc = float(roc_auc_score(y_array[test_index], scores))
+        selected = inner.comparison["selected"]
         rows.append(
             {
                 "fold": fold,
                 "n_patients": len(test_index),
-                "family": row["family"],
-                "inner_cv_auc": row["inner_cv_auc"],
-                "inner_cv_log_loss": row["inner_cv_log_loss"],
-                "outer_auc": outer_auc,
-                "calibration_intercept": row["calibration_intercept"],
-                "calibration_slope": row["calibration_slope"],
+                "family": inner.family,
+                "inner_cv_auc": inner.cv_auc,
+                "inner_cv_log_loss": float(inner.comparison.loc[selected, "cv_log_loss"].iloc[0]),
+                "outer_auc": float(roc_auc_score(y_array[test_index], scores)),
+                "calibration_intercept": inner.pipeline.calibration.intercept,
+                "calibration_slope": inner.pipeline.calibration.slope,
             }
         )
     folds = pd.DataFrame(rows)

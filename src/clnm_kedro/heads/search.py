@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import joblib
 import numpy as np
 import optuna
 import pandas as pd
@@ -48,7 +49,13 @@ from clnm_kedro.heads.spec import (
     _check_neighbours,
     _check_training_data,
 )
-from clnm_kedro.heads.studies import DEFAULT_STORAGE_URL, open_storage, quiet_optuna, tune_family
+from clnm_kedro.heads.studies import (
+    DEFAULT_STORAGE_URL,
+    absolute_storage_url,
+    open_storage,
+    quiet_optuna,
+    tune_family,
+)
 from clnm_kedro.metrics.calibration import calibration_intercept_slope
 from clnm_kedro.metrics.recalibration import LogitCalibration
 
@@ -66,6 +73,7 @@ __all__ = [
     "cv_splitter",
     "cv_standard_error",
     "feature_table",
+    "finish_head",
     "fit_head",
     "fit_head_on_training_rows",
     "open_storage",
@@ -77,6 +85,56 @@ __all__ = [
     "training_rows",
     "tune_family",
 ]
+
+
+def tune_one_family(
+    *,
+    X: pd.DataFrame,
+    y: np.ndarray,
+    family: str,
+    spec: HeadSpec,
+    storage_url: str | None,
+    study_name: str,
+    seed: int,
+    progress: bool = True,
+) -> tuple[optuna.Study, float]:
+    """One family's study (in this process or a worker's): its storage opened here, Optuna
+    quiet, BLAS single-threaded. Returns the study and the seconds it took."""
+    with quiet_optuna(), single_threaded_numerics():
+        return tune_family(
+            X,
+            y,
+            family,
+            spec,
+            storage=open_storage(storage_url),
+            study_name=study_name,
+            seed=seed,
+            progress=progress,
+        )
+
+
+def searched_in_processes(spec: HeadSpec, n_tasks: int) -> int:
+    """Worker processes for ``n_tasks`` studies: ``spec.processes`` (-1: one per core), at
+    most one per study; 1 runs them in this process."""
+    processes = joblib.cpu_count() if spec.processes == -1 else spec.processes
+    return max(1, min(processes, n_tasks))
+
+
+def run_studies(
+    tasks: list[dict[str, Any]], spec: HeadSpec, *, desc: str
+) -> list[tuple[optuna.Study, float]]:
+    """Run the studies ``tasks`` (each the keyword arguments of :func:`tune_one_family` but
+    ``spec``) side by side in ``spec.processes`` worker processes; results in task order.
+
+    The numbers do not depend on where a study runs: each is seeded and single-threaded, and
+    shares nothing with the others.
+    """
+    processes = searched_in_processes(spec, len(tasks))
+    if processes == 1:
+        return [tune_one_family(spec=spec, **task) for task in tqdm(tasks, desc=desc, disable=None)]
+    calls = (joblib.delayed(tune_one_family)(spec=spec, progress=False, **task) for task in tasks)
+    results = joblib.Parallel(n_jobs=processes, backend="loky", return_as="generator")(calls)
+    return list(tqdm(results, total=len(tasks), desc=desc, disable=None))
 
 
 def fit_head(
@@ -120,37 +178,64 @@ def fit_head(
     spec = HeadSpec.from_params(spec)
     y_array = _check_training_data(X, y, spec)
     _check_neighbours(len(X), spec)
-    columns = feature_columns(X, DEFAULT_DL_PREFIX)
-    storage = open_storage(storage_url)
-    studies: dict[str, optuna.Study] = {}
+    # One database for every worker, whatever folder it was started in; a new database's
+    # tables are made here, before any worker opens it.
+    storage_url = absolute_storage_url(storage_url)
+    open_storage(storage_url)
+    tasks = [
+        {
+            "X": X,
+            "y": y_array,
+            "family": family,
+            "storage_url": storage_url,
+            "study_name": f"{model_name}.{family}",
+            "seed": seed,
+        }
+        for family in spec.families
+    ]
+    tuned = run_studies(tasks, spec, desc=f"Tuning {model_name} heads")
+    return finish_head(
+        X,
+        y_array,
+        spec,
+        dict(zip(spec.families, tuned, strict=True)),
+        model_name=model_name,
+        seed=seed,
+    )
+
+
+def finish_head(
+    X: pd.DataFrame,
+    y: np.ndarray,
+    spec: HeadSpec,
+    tuned: Mapping[str, tuple[optuna.Study, float]],
+    *,
+    model_name: str,
+    seed: int,
+    log_level: int = logging.INFO,
+) -> HeadResult:
+    """Compare the tuned families (``tuned``: study and seconds per family), select one by
+    ``spec``'s rule, refit it on all of ``X`` and calibrate it on its out-of-fold predictions.
+    """
+    studies = {family: study for family, (study, _) in tuned.items()}
     rows: list[dict[str, Any]] = []
-    with quiet_optuna(), single_threaded_numerics():
-        for family in tqdm(spec.families, desc=f"Tuning {model_name} heads", disable=None):
-            study, seconds = tune_family(
-                X,
-                y_array,
-                family,
-                spec,
-                storage=storage,
-                study_name=f"{model_name}.{family}",
-                seed=seed,
-            )
-            studies[family] = study
-            row = _comparison_row(
-                model_name, family, study, seconds, spec.search_space, n_splits=spec.n_splits
-            )
-            rows.append(row)
-            logger.info(
-                "%s model, %s: best cross-validated log loss %.3f (AUC %.3f) over %d trials "
-                "(%d stopped early), %.1f s.",
-                model_name,
-                family,
-                row["cv_log_loss"],
-                row["cv_auc"],
-                row["n_trials"],
-                row["n_pruned"],
-                seconds,
-            )
+    for family, (study, seconds) in tuned.items():
+        row = _comparison_row(
+            model_name, family, study, seconds, spec.search_space, n_splits=spec.n_splits
+        )
+        rows.append(row)
+        logger.log(
+            log_level,
+            "%s model, %s: best cross-validated log loss %.3f (AUC %.3f) over %d trials "
+            "(%d stopped early), %.1f s.",
+            model_name,
+            family,
+            row["cv_log_loss"],
+            row["cv_auc"],
+            row["n_trials"],
+            row["n_pruned"],
+            seconds,
+        )
     comparison = pd.DataFrame(rows)
     if comparison[f"cv_{spec.selection_metric}"].isna().all():
         raise ValueError(
@@ -162,12 +247,14 @@ def fit_head(
     family = str(comparison.loc[best, "family"])
     params = resolved_parameters(family, studies[family].best_params, spec.search_space)
     options = EstimatorOptions(seed=seed, class_weight=spec.class_weight, n_jobs=spec.n_jobs)
+    columns = feature_columns(X, DEFAULT_DL_PREFIX)
     with single_threaded_numerics():
-        pipeline = build_head_pipeline(columns, family, params, options).fit(X, y_array)
-        out_of_fold = selection_out_of_fold(pipeline, X, y_array, spec, seed)
-    calibration = calibrate_head(y_array, out_of_fold, model_name)
+        pipeline = build_head_pipeline(columns, family, params, options).fit(X, y)
+        out_of_fold = selection_out_of_fold(pipeline, X, y, spec, seed)
+    calibration = calibrate_head(y, out_of_fold, model_name)
     cv_auc = float(comparison.loc[best, "cv_auc"])
-    logger.info(
+    logger.log(
+        log_level,
         "%s model: selected %s (%s), refitted on %d training patients; calibration on its "
         "out-of-fold predictions: intercept %.3f, slope %.3f.",
         model_name,

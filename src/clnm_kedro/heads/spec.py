@@ -37,6 +37,7 @@ _HEAD_KEYS = frozenset(
         "if_stored_study_differs",
         "selection",
         "outer_cv",
+        "processes",
     }
 )
 SELECTION_RULES: tuple[str, ...] = ("one_standard_error", "best")
@@ -87,9 +88,11 @@ class HeadSpec:
         folds chose the family and hyperparameters); ``k >= 2``: nested CV, the whole search
         (every family, its trials, the selection and the calibration) repeated inside each of
         ``k`` outer folds, each scoring the training patients it left out.
-    outer_jobs
-        Processes that run the outer folds side by side (``-1``: one per CPU core). The
-        numbers do not depend on it: each fold is seeded and single-threaded.
+    processes
+        Worker processes the studies run in side by side: every family's study of a search,
+        and with nested CV every (outer fold, family) study (``-1``: one per CPU core; ``1``:
+        all in this process). The numbers do not depend on it: each study is seeded and
+        single-threaded.
     """
 
     search_space: SearchSpace
@@ -106,7 +109,7 @@ class HeadSpec:
     selection_rule: Literal["one_standard_error", "best"] = "one_standard_error"
     selection_metric: Literal["log_loss", "auc"] = "log_loss"
     outer_splits: int | None = 5
-    outer_jobs: int = -1
+    processes: int = -1
 
     def __post_init__(self) -> None:
         _check_positive_int("n_trials", self.n_trials)
@@ -139,8 +142,8 @@ class HeadSpec:
             )
         if self.outer_splits is not None:
             _check_positive_int("outer_cv.n_splits", self.outer_splits, minimum=2)
-        if self.outer_jobs != -1:
-            _check_positive_int("outer_cv.n_jobs (or -1)", self.outer_jobs)
+        if self.processes != -1:
+            _check_positive_int("processes (or -1)", self.processes)
         if not self.families:
             raise ValueError("heads.families is empty: name at least one classifier family.")
         missing = [f for f in self.families if f not in self.search_space.families]
@@ -176,11 +179,16 @@ class HeadSpec:
         blocks = {
             name: params.get(name) or {} for name in ("cv", "pruner", "selection", "outer_cv")
         }
+        if isinstance(blocks["outer_cv"], Mapping) and "n_jobs" in blocks["outer_cv"]:
+            raise ValueError(
+                "heads.outer_cv.n_jobs is now heads.processes (worker processes for the "
+                "searches' studies, nested or not); move the value there."
+            )
         for block, allowed in (
             ("cv", {"n_splits", "n_repeats"}),
             ("pruner", {"n_startup_trials", "n_warmup_steps"}),
             ("selection", {"rule", "metric"}),
-            ("outer_cv", {"n_splits", "n_jobs"}),
+            ("outer_cv", {"n_splits"}),
         ):
             if not isinstance(blocks[block], Mapping):
                 raise ValueError(f"heads.{block} must be a mapping; got {blocks[block]!r}.")
@@ -216,7 +224,7 @@ class HeadSpec:
             "selection_rule": (blocks["selection"], "rule"),
             "selection_metric": (blocks["selection"], "metric"),
             "outer_splits": (blocks["outer_cv"], "n_splits"),
-            "outer_jobs": (blocks["outer_cv"], "n_jobs"),
+            "processes": (params, "processes"),
         }
         given = {name: block[key] for name, (block, key) in where.items() if key in block}
         return cls(

@@ -46,7 +46,6 @@ import optuna
 import pandas as pd
 import sqlalchemy.exc
 from optuna.trial import FrozenTrial, TrialState
-from sklearn.base import clone
 from sklearn.metrics import log_loss, roc_auc_score
 from sqlalchemy.engine import make_url
 from tqdm.auto import tqdm
@@ -57,7 +56,7 @@ from clnm_kedro.heads.families import (
     draw_family_parameters,
     draw_reduction,
 )
-from clnm_kedro.heads.head_pipeline import build_head_pipeline, cv_splitter
+from clnm_kedro.heads.head_pipeline import PreprocessedFolds, cv_splitter
 from clnm_kedro.heads.preprocess import DEFAULT_DL_PREFIX, feature_columns
 from clnm_kedro.heads.spec import HeadSpec
 
@@ -103,7 +102,7 @@ def make_objective(
     """Optuna objective: the mean CV ``spec.selection_metric`` (log loss or AUC) of
     ``family`` on the training rows ``X``, ``y``; both scores are kept per fold."""
     columns = feature_columns(X, DEFAULT_DL_PREFIX)
-    folds = _fold_indices(X, y, spec, seed)
+    folds = PreprocessedFolds(X, y, columns, _fold_indices(X, y, spec, seed))
     options = EstimatorOptions(seed=seed, class_weight=spec.class_weight, n_jobs=spec.n_jobs)
     space = spec.search_space
 
@@ -114,11 +113,9 @@ def make_objective(
             params[REDUCTION_PREFIX + "method"] = method
             if n_components is not None:
                 params[REDUCTION_PREFIX + "n_components"] = n_components
-        pipeline = build_head_pipeline(columns, family, params, options)
         scores: dict[str, list[float]] = {"auc": [], "log_loss": []}
-        for fold, (train_index, test_index) in enumerate(folds):
-            fitted = clone(pipeline).fit(X.iloc[train_index], y[train_index])
-            probabilities = fitted.predict_proba(X.iloc[test_index])[:, 1]
+        for fold, (_, test_index) in enumerate(folds.folds):
+            probabilities = folds.predict(fold, family, params, options)
             scores["auc"].append(float(roc_auc_score(y[test_index], probabilities)))
             clipped = np.clip(probabilities, LOG_LOSS_CLIP, 1.0 - LOG_LOSS_CLIP)
             scores["log_loss"].append(float(log_loss(y[test_index], clipped, labels=[0, 1])))
@@ -151,6 +148,22 @@ def _fingerprint(X: pd.DataFrame, y: np.ndarray, family: str, spec: HeadSpec, se
     )
     digest.update(repr(settings).encode())
     return digest.hexdigest()
+
+
+def absolute_storage_url(storage_url: str | None) -> str | None:
+    """``storage_url`` with a relative SQLite path made absolute (from the current folder), so
+    that a worker process started in another folder opens the same database."""
+    if storage_url is None:
+        return None
+    try:
+        url = make_url(storage_url)
+    except Exception as error:
+        raise ValueError(f"Not a valid Optuna storage URL: {storage_url!r} ({error}).") from error
+    if not url.drivername.startswith("sqlite") or url.database in (None, "", ":memory:"):
+        return storage_url
+    return url.set(database=str(Path(url.database).resolve())).render_as_string(
+        hide_password=False
+    )
 
 
 def open_storage(storage_url: str | None) -> optuna.storages.BaseStorage:
@@ -252,8 +265,12 @@ def tune_family(
     storage: optuna.storages.BaseStorage,
     study_name: str,
     seed: int,
+    progress: bool = True,
 ) -> tuple[optuna.Study, float]:
     """Run (or continue) the study of one family; returns it and the seconds spent.
+
+    ``progress``: a bar over its trials on a terminal (off in worker processes, whose bars
+    would interleave).
 
     With ``spec.if_stored_study_differs == "new_study"`` the study is named
     ``<study_name>.<fingerprint>``, otherwise ``study_name``.
@@ -289,7 +306,11 @@ def tune_family(
 
         # A bar over this family's trials (on a terminal only, like the bar over families).
         with tqdm(
-            total=missing, desc=f"{family} trials", unit="trial", leave=False, disable=None
+            total=missing,
+            desc=f"{family} trials",
+            unit="trial",
+            leave=False,
+            disable=None if progress else True,
         ) as bar:
 
             def show_progress(study: optuna.Study, trial: FrozenTrial) -> None:
