@@ -13,12 +13,16 @@ over the seeds' networks, one score per patient), dual beats the better single v
 DeLong p < 0.05 on ``complementary``, and shows no significant difference on ``redundant``.
 
 The defaults are the settings the method is judged by: the base scanners' frames, the
-project's 128-pixel crops, 1,500 training and 1,000 external patients (about 70 minutes on 2
-CPU cores for the three presets and three seeds, most of it training; two processes, one per
-preset list, use both cores). ``--small-frames`` (the test environment's coarser scanners),
-a smaller ``--image-size`` and ``--fit-patients`` (fit on fewer of the training patients, the
-same external centre) are diagnostics: with 64-pixel crops of the small frames and 320 fitting
-patients the networks extract too little of either view for the positive control to show.
+project's 128-pixel crops, 1,500 training and 1,000 external patients. On 2 CPU cores the three
+presets and three seeds took about 40 minutes of wall time as two processes side by side
+(``--presets complementary redundant`` and ``--presets default``; each renders its cohorts in
+about 5 minutes, then trains a seed's three networks in about 5 minutes).
+
+``--small-frames`` (the test environment's coarser scanners), a smaller ``--image-size``,
+``--epoch-choice inner_fold`` and ``--fit-patients`` (fit on fewer of the training patients,
+the same external centre) are diagnostics: fitted on a few hundred patients the networks learn
+too little of either view for the gain to stand clearly above what 1,000 external patients
+detect (``benchmarks/results/view_controls_complementary_diagnostics.json``).
 Progress lines go to stdout and each finished network's external AUC is appended to
 ``--results`` (JSON lines), so a partial run still reports what it finished; ``--report``
 prints the table from that file.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 from collections.abc import Iterator
 
 import numpy as np
@@ -24,6 +25,7 @@ from clnm_kedro.networks import (
 )
 from clnm_kedro.networks import training as training_module
 from clnm_kedro.networks.data import batches_per_epoch, epoch_batches
+from clnm_kedro.networks.prefetch import prefetched
 from clnm_kedro.networks.training_setup import reproducible
 from float_compare import assert_same_numbers
 
@@ -201,6 +203,60 @@ def test_loader_worker_processes_feed_the_same_batches() -> None:
         crops, splits, _config(epochs=1, loader_workers=1), seed=5, device="cpu"
     )
     _assert_same_state(direct.state_dict, workers.state_dict)
+
+
+def test_the_next_batch_made_on_another_core_gives_the_plain_loop_weights(monkeypatch) -> None:
+    """On the CPU the next batch is gathered and augmented in a background thread while this
+    one trains: the same batches, augmented from the same generator in the same order, so the
+    same weights as the plain loop (a reordered draw would give other augmentations)."""
+    crops, splits = _cohort()
+    config = _config(epochs=2)
+    made: list[int] = []
+    real = training_module.prefetched
+
+    def counted(items: Iterator) -> Iterator:
+        for item in real(items):
+            made.append(1)
+            yield item
+
+    monkeypatch.setattr(training_module, "prefetched", counted)
+    ahead = train_network(crops, splits, config, seed=5, device="cpu")
+    assert made  # the background thread made the batches
+    monkeypatch.setattr(training_module, "prefetched", lambda items: items)
+    plain = train_network(crops, splits, config, seed=5, device="cpu")
+    for key, value in plain.state_dict.items():
+        assert_same_numbers(ahead.state_dict[key], value, err_msg=key)
+
+
+def test_prefetched_keeps_the_order_raises_where_the_error_is_and_stops_when_closed() -> None:
+    assert list(prefetched(iter(range(50)), depth=3)) == list(range(50))
+
+    def failing() -> Iterator[int]:
+        yield 1
+        raise RuntimeError("bad crop 2")
+
+    seen = []
+    with pytest.raises(RuntimeError, match="bad crop 2"):
+        for item in prefetched(failing()):
+            seen.append(item)
+    assert seen == [1]
+
+    produced = []
+
+    def endless() -> Iterator[int]:
+        n = 0
+        while True:
+            produced.append(n)
+            yield n
+            n += 1
+
+    stream = prefetched(endless(), depth=2)
+    assert next(stream) == 0
+    stream.close()  # the consumer stops (an error in the training step): the thread ends
+    assert not [t for t in threading.enumerate() if t.name == "clnm-batch-prefetch"]
+    assert len(produced) <= 4
+    with pytest.raises(ValueError, match="at least 1"):
+        next(prefetched(iter([1]), depth=0))
 
 
 def test_history_callback_and_schedule() -> None:

@@ -50,6 +50,7 @@ from clnm_kedro.networks.data import (
     view_tensor,
 )
 from clnm_kedro.networks.inference import batched_outputs
+from clnm_kedro.networks.prefetch import prefetched
 from clnm_kedro.networks.training_config import (
     IMBALANCE,
     SCHEDULES,
@@ -408,10 +409,19 @@ def _train_epoch(
     run: RunSettings,
     progress: Mapping[str, Any],
 ) -> torch.Tensor:
-    """One pass over the fitted rows, a step per batch; the summed loss (on the device)."""
+    """One pass over the fitted rows, a step per batch; the summed loss (on the device).
+
+    On the CPU the next batch is gathered and augmented on a second core while this one
+    trains (:func:`~clnm_kedro.networks.prefetch.prefetched`; the same numbers)."""
     loss_sum = torch.zeros((), device=run.device)
-    for batch_images, batch_labels in tqdm(
-        source.iterate(batches),
+    inputs = (
+        (_augmented(images, resolved, augment_generator, run), labels)
+        for images, labels in source.iterate(batches)
+    )
+    if run.device.type == "cpu":
+        inputs = prefetched(inputs)
+    for x, batch_labels in tqdm(
+        inputs,
         total=len(batches),
         unit="batch",
         leave=False,
@@ -419,11 +429,7 @@ def _train_epoch(
         disable=None if resolved["training"]["progress_bar"] else True,
         **progress,
     ):
-        loss = _step_loss(
-            model, criterion, view_weight, batch_images=batch_images,
-            batch_labels=batch_labels, resolved=resolved,
-            augment_generator=augment_generator, run=run,
-        )
+        loss = _step_loss(model, criterion, view_weight, x=x, batch_labels=batch_labels, run=run)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -432,20 +438,26 @@ def _train_epoch(
     return loss_sum
 
 
+def _augmented(
+    batch_images: torch.Tensor,
+    resolved: Mapping[str, Any],
+    augment_generator: torch.Generator,
+    run: RunSettings,
+) -> torch.Tensor:
+    """A uint8 batch as the network's augmented float input on the training device."""
+    return augment_batch(to_model_input(batch_images, run.device), resolved, augment_generator)
+
+
 def _step_loss(
     model: nn.Module,
     criterion: nn.Module,
     view_weight: float,
     *,
-    batch_images: torch.Tensor,
+    x: torch.Tensor,
     batch_labels: torch.Tensor,
-    resolved: Mapping[str, Any],
-    augment_generator: torch.Generator,
     run: RunSettings,
 ) -> torch.Tensor:
-    """One batch's loss: augmented views, the fused logit and (weighted) each view's own."""
-    x = to_model_input(batch_images, run.device)
-    x = augment_batch(x, resolved, augment_generator)
+    """One batch's loss: the fused logit and (weighted) each view's own, on augmented views."""
     y = batch_labels.to(run.device, non_blocking=True)
     with torch.autocast(run.device.type, torch.bfloat16, enabled=run.amp):
         if view_weight > 0:
