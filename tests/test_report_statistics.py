@@ -252,6 +252,23 @@ def test_delong_table_shows_extra_columns() -> None:
     assert shown.loc[0, "min detectable difference"] == "0.12"
 
 
+def test_the_report_gives_each_test_its_power_in_a_clinician_s_words() -> None:
+    row = {
+        "split": "external", "model_a": "dl_dual", "model_b": "dl_longitudinal",
+        "auc_a": 0.785, "auc_b": 0.749, "difference": 0.036, "difference_lower": -0.007,
+        "difference_upper": 0.078, "z": 1.65, "p": 0.098, "n": 154,
+        "events": 54, "auc_correlation": 0.849, "detectable_difference": 0.060,
+        "n_needed": 10207.3, "power_statement": "This external test set can detect ...",
+    }
+    shown = tables.delong_table(pd.DataFrame([row, {**row, "n_needed": float("inf")}]))
+    assert shown.loc[0, "Patients with CLNM"] == "54"
+    assert shown.loc[0, "Smallest difference detectable (80% power)"] == "0.06"
+    assert shown.loc[0, "Patients needed for the observed difference"] == "10,207"
+    assert shown.loc[1, "Patients needed for the observed difference"] == tables.MISSING
+    assert shown.loc[0, "What the test can tell"].startswith("This external test set")
+    assert "n needed" not in shown.columns
+
+
 def test_bootstrap_intervals_cover_the_true_value_at_about_the_nominal_rate() -> None:
     # Seeded simulation: scores whose true sensitivity at the cut-off 0 is known exactly
     # (normal cases, mean 0.5: P(score >= 0) = Phi(0.5)); the stratified percentile interval

@@ -52,6 +52,15 @@ POWER_COLUMNS: tuple[str, ...] = (
     "n_needed",
     "power_statement",
 )
+# How the report heads each power column, and whether its cells are patient counts.
+POWER_LABELS: dict[str, str] = {
+    "events": "Patients with CLNM",
+    "auc_correlation": "Correlation of the two AUCs",
+    "detectable_difference": "Smallest difference detectable (80% power)",
+    "n_needed": "Patients needed for the observed difference",
+    "power_statement": "What the test can tell",
+}
+POWER_COUNTS: frozenset[str] = frozenset({"events", "n_needed"})
 SUBGROUP_COLUMNS: tuple[str, ...] = (
     "variable",
     "subgroup",

@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from clnm_kedro.reporting.model_comparisons import POWER_COUNTS, POWER_LABELS
 from clnm_kedro.reporting.model_metrics import DELONG_COLUMNS
 from clnm_kedro.reporting.predictions import MODEL_ORDER, model_label, split_label
 
@@ -275,11 +276,17 @@ def _extra_cell(value: Any) -> str:
     return str(int(number)) if float(number).is_integer() else f"{number:.3g}"
 
 
+def _extra_header(column: str) -> str:
+    """A further column's header: the power analysis's own words, else its name."""
+    return POWER_LABELS.get(column, column.replace("_", " "))
+
+
 def delong_table(delong_tests: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     """Paired DeLong tests, readable: both AUCs, the difference with its CI, z and p.
 
-    Any further column of the tests table (e.g. a power analysis) is shown after these, under
-    its own name.
+    Any further column of the tests table is shown after these: the power analysis's under
+    headers a clinician reads (patient counts rounded, with thousands separators), any other
+    under its own name.
     """
     extra = [c for c in delong_tests.columns if c not in DELONG_COLUMNS]
     rows = []
@@ -301,7 +308,14 @@ def delong_table(delong_tests: pd.DataFrame, level: float = 0.95) -> pd.DataFram
             ),
         }
         for column in extra:
-            row[column.replace("_", " ")] = _extra_cell(record[column])
+            value = record[column]
+            if column not in POWER_COUNTS:
+                row[_extra_header(column)] = _extra_cell(value)
+            else:  # no finite count (a difference of 0 needs every patient there is): a dash
+                number = _value(value)
+                row[_extra_header(column)] = (
+                    f"{round(number):,}" if math.isfinite(number) else MISSING
+                )
         rows.append(row)
     columns = [
         "Data set",
@@ -312,7 +326,7 @@ def delong_table(delong_tests: pd.DataFrame, level: float = 0.95) -> pd.DataFram
         "z",
         "p",
         "Patients",
-        *(c.replace("_", " ") for c in extra),
+        *(_extra_header(c) for c in extra),
     ]
     return pd.DataFrame(rows, columns=columns)
 
