@@ -267,6 +267,23 @@ def test_the_report_gives_each_test_its_power_in_a_clinician_s_words() -> None:
     assert shown.loc[1, "Patients needed for the observed difference"] == tables.MISSING
     assert shown.loc[0, "What the test can tell"].startswith("This external test set")
     assert "n needed" not in shown.columns
+    # The sentence names each split as a reader would, the training centres included.
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 2, 300)
+    scores = y + rng.normal(0, 1.2, (2, 300))
+    predictions = pd.concat(
+        pd.DataFrame(
+            {"patient_id": [f"P{i}" for i in range(300)], "model": model, "split": split,
+             "clnm": y, "probability": 1 / (1 + np.exp(-score))}
+        )
+        for split in ("train_cv", "external")
+        for model, score in zip(("dl_dual", "dl_longitudinal"), scores, strict=True)
+    )
+    sentences = delong_comparisons(
+        predictions, [("dl_dual", "dl_longitudinal")], splits=("train_cv", "external")
+    ).set_index("split")["power_statement"]
+    assert sentences["external"].startswith("This external test set (300 patients, ")
+    assert sentences["train_cv"].startswith("This out-of-fold training-centre set (300 patients, ")
 
 
 def test_bootstrap_intervals_cover_the_true_value_at_about_the_nominal_rate() -> None:

@@ -25,6 +25,7 @@ from clnm_kedro.reporting.predictions import (
     paired_scores,
     split_label,
     split_rows,
+    split_subject,
 )
 
 logger = logging.getLogger(__name__)
@@ -157,7 +158,7 @@ def delong_comparisons(
                         design,
                         model_label(model_a),
                         model_label(model_b),
-                        split_label(split).lower(),
+                        split_subject(split),
                     ),
                 }
             else:

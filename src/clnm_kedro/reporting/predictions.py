@@ -49,6 +49,12 @@ SPLIT_LABELS: dict[str, str] = {
     "train_cv": "Training centres (out-of-fold)",
     "external": "External test set",
 }
+# Each split as the subject of a sentence ("This <subject> (154 patients, ...) can detect ...").
+SPLIT_SUBJECTS: dict[str, str] = {
+    "train": "apparent-fit training-centre set",
+    "train_cv": "out-of-fold training-centre set",
+    "external": "external test set",
+}
 # The models in the report's order, and their names there (clnm_kedro.registry declares them).
 MODEL_ORDER: tuple[str, ...] = MODEL_NAMES
 
@@ -67,6 +73,11 @@ def model_label(model: str) -> str:
 def split_label(split: str) -> str:
     """Readable name of a split, or the split id itself."""
     return SPLIT_LABELS.get(split, split)
+
+
+def split_subject(split: str) -> str:
+    """A split as the subject of a sentence after "This" (e.g. ``external test set``)."""
+    return SPLIT_SUBJECTS.get(split, f"{split} set")
 
 
 def _listed(values: list[str] | pd.Index | np.ndarray) -> str:
