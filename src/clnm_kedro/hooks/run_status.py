@@ -13,11 +13,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not POSIX
-    fcntl = None  # type: ignore[assignment]
-
 import mlflow
 import optuna
 from kedro.framework.hooks import hook_impl

@@ -7,11 +7,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not POSIX
-    fcntl = None  # type: ignore[assignment]
-
 from kedro.framework.hooks import hook_impl
 from kedro.pipeline.node import Node
 
