@@ -113,9 +113,6 @@ class PreprocessedFolds:
             dl = preprocessor.output_indices_["dl"] if columns.dl else slice(0, 0)
             self._prepared.append((train, test, dl))
 
-    def __len__(self) -> int:
-        return len(self.folds)
-
     def predict(
         self, fold: int, family: str, params: Mapping[str, Any], options: EstimatorOptions
     ) -> np.ndarray:

@@ -47,7 +47,7 @@ import pandas as pd
 import sqlalchemy.exc
 from optuna.trial import FrozenTrial, TrialState
 from sklearn.metrics import log_loss, roc_auc_score
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from tqdm.auto import tqdm
 
 from clnm_kedro.heads.families import (
@@ -150,20 +150,30 @@ def _fingerprint(X: pd.DataFrame, y: np.ndarray, family: str, spec: HeadSpec, se
     return digest.hexdigest()
 
 
+def _parsed_url(storage_url: str) -> URL:
+    try:
+        return make_url(storage_url)
+    except Exception as error:
+        raise ValueError(f"Not a valid Optuna storage URL: {storage_url!r} ({error}).") from error
+
+
+def _sqlite_file(url: URL) -> str | None:
+    """The database file of a SQLite URL; ``None`` for another database or in-memory SQLite."""
+    if url.drivername.startswith("sqlite") and url.database not in (None, "", ":memory:"):
+        return url.database
+    return None
+
+
 def absolute_storage_url(storage_url: str | None) -> str | None:
     """``storage_url`` with a relative SQLite path made absolute (from the current folder), so
     that a worker process started in another folder opens the same database."""
     if storage_url is None:
         return None
-    try:
-        url = make_url(storage_url)
-    except Exception as error:
-        raise ValueError(f"Not a valid Optuna storage URL: {storage_url!r} ({error}).") from error
-    if not url.drivername.startswith("sqlite") or url.database in (None, "", ":memory:"):
+    url = _parsed_url(storage_url)
+    database = _sqlite_file(url)
+    if database is None:
         return storage_url
-    return url.set(database=str(Path(url.database).resolve())).render_as_string(
-        hide_password=False
-    )
+    return url.set(database=str(Path(database).resolve())).render_as_string(hide_password=False)
 
 
 def open_storage(storage_url: str | None) -> optuna.storages.BaseStorage:
@@ -173,12 +183,10 @@ def open_storage(storage_url: str | None) -> optuna.storages.BaseStorage:
     """
     if storage_url is None:
         return optuna.storages.InMemoryStorage()
-    try:
-        url = make_url(storage_url)
-    except Exception as error:
-        raise ValueError(f"Not a valid Optuna storage URL: {storage_url!r} ({error}).") from error
-    if url.drivername.startswith("sqlite") and url.database not in (None, "", ":memory:"):
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    url = _parsed_url(storage_url)
+    database = _sqlite_file(url)
+    if database is not None:
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
     heartbeat = {}
     if not url.drivername.startswith("sqlite"):
         heartbeat = {"heartbeat_interval": HEARTBEAT_INTERVAL_S, "grace_period": HEARTBEAT_GRACE_S}
