@@ -21,7 +21,7 @@ $(BIN)/.installed: pyproject.toml
 setup: $(BIN)/.installed            ## create .venv and install the project with its pinned dependencies
 
 run: setup                          ## simulate the synthetic cohort and run every pipeline on it
-	$(BIN)/kedro run --pipelines demo
+	$(BIN)/kedro run --pipelines demo --runner clnm_kedro.runner.SideBySideRunner
 
 test: setup                         ## run the test suite
 	$(BIN)/pytest

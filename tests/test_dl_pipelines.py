@@ -41,6 +41,7 @@ from clnm_kedro.pipelines.feature_extraction.nodes import (
     gather_network_predictions,
     score_with_network,
 )
+from clnm_kedro.runner import SideBySideRunner
 from float_compare import assert_same_numbers
 from kedro_project import make_project_copy, run_pipelines
 
@@ -345,6 +346,24 @@ def test_feature_extraction_rejects_misaligned_inputs(
     shuffled = pd.DataFrame({"patient_id": splits["patient_id"][::-1], "probability": 0.5})
     with pytest.raises(ValueError, match="dl_dual probabilities are not in the patient order"):
         gather_network_predictions(splits, dl_dual=shuffled)
+
+
+def test_fold_networks_trained_side_by_side_in_threads_are_the_sequential_ones(
+    baseline: Path, cohort: tuple[np.ndarray, pd.DataFrame], tmp_path: Path
+) -> None:
+    """``make run``'s :class:`SideBySideRunner` trains two fold networks at a time in threads,
+    with the catalog as it ships (MLflow datasets included). Each network draws its initial
+    weights, dropout, batch order and augmentation from streams of its own, so it ends with the
+    weights the sequential run gave it."""
+    project = new_project(tmp_path / "threads", *cohort)
+    run(project, ["dl_training"], env="test", runner=SideBySideRunner(max_workers=2))
+    for model in NETWORKS:
+        sequential, threaded = checkpoint(baseline, model), checkpoint(project, model)
+        assert len(threaded["folds"]) == N_FOLDS
+        for fold_a, fold_b in zip(sequential["folds"], threaded["folds"], strict=True):
+            assert fold_a["held_out_digest"] == fold_b["held_out_digest"]
+            for name, weights in fold_a["state_dict"].items():
+                torch.testing.assert_close(fold_b["state_dict"][name], weights)
 
 
 def test_fold_networks_train_side_by_side_with_the_parallel_runner(

@@ -26,7 +26,7 @@ from clnm_kedro.networks import (
 from clnm_kedro.networks import training as training_module
 from clnm_kedro.networks.data import batches_per_epoch, epoch_batches
 from clnm_kedro.networks.prefetch import prefetched
-from clnm_kedro.networks.training_setup import reproducible
+from clnm_kedro.networks.random_streams import initialised_network
 from float_compare import assert_same_numbers
 
 SIZE = 32
@@ -396,8 +396,10 @@ def _view_head_weights(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
 def test_each_view_of_the_dual_network_is_supervised_on_its_own() -> None:
     """With ``view_loss_weight`` > 0 each view's classifier learns; with 0 it stays untouched."""
     crops, splits = _cohort()
-    with reproducible(torch.device("cpu"), 0):  # the initial weights of seed 0
-        initial = _view_head_weights(build_network(resolve_config(_config())).state_dict())
+    network = initialised_network(  # the initial weights of seed 0
+        lambda: build_network(resolve_config(_config())), 0, torch.device("cpu")
+    )
+    initial = _view_head_weights(network.state_dict())
     supervised = _view_head_weights(
         train_network(crops, splits, _config(view_loss_weight=0.5), seed=0).state_dict
     )

@@ -228,6 +228,10 @@ class Family:
     conditions: Mapping[str, tuple[str, frozenset[Any]]] = field(default_factory=dict)
     # settings that keep the validation fits of parse_search_space quick
     probe_settings: Mapping[str, Any] = field(default_factory=dict)
+    # CPU time of a study relative to logistic regression's (the demo's tables, default search
+    # space): only the order in which worker processes take the studies, most costly first,
+    # so that they finish together; no result depends on it
+    relative_cost: float = 1.0
 
     def accepted_parameters(self) -> frozenset[str]:
         """Names a search space may use for this family."""
@@ -265,21 +269,29 @@ FAMILIES: dict[str, Family] = {
             frozenset({"penalty"}),
             {"l1_ratio": ("penalty", frozenset({"elasticnet"}))},
         ),
-        Family("knn", KNeighborsClassifier, _build_knn),
-        Family("svm", SVC, _build_svm),
+        Family("knn", KNeighborsClassifier, _build_knn, relative_cost=0.8),
+        Family("svm", SVC, _build_svm, relative_cost=1.6),
         Family(
             "random_forest",
             RandomForestClassifier,
             _build_random_forest,
             probe_settings={"n_estimators": 5},
+            relative_cost=3.2,
         ),
-        Family("catboost", CatBoostClassifier, _build_catboost, probe_settings={"iterations": 5}),
+        Family(
+            "catboost",
+            CatBoostClassifier,
+            _build_catboost,
+            probe_settings={"iterations": 5},
+            relative_cost=1.1,
+        ),
         Family(
             "mlp",
             MLPClassifier,
             _build_mlp,
             frozenset({"hidden_units", "hidden_layers"}),
             probe_settings={"max_iter": 5},
+            relative_cost=1.6,
         ),
     )
 }
@@ -441,6 +453,10 @@ def _check_family_names(family: str, space: Mapping[str, HyperParameter]) -> Non
                     raise ValueError(f"Search space mlp.{name}: must be whole numbers >= 1.")
 
 
+# (family, search space, options) whose values passed the probe fits in this process
+_PROBED: set[str] = set()
+
+
 def _probe_data(seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     y = np.tile([0, 1, 0], 40)
@@ -461,7 +477,11 @@ def _check_family_values(
 ) -> None:
     """Fit the estimator briefly on synthetic data with each end of every range and every
     choice (one hyperparameter at a time, then all together), so that a value the estimator
-    rejects fails now, naming the hyperparameter."""
+    rejects fails now, naming the hyperparameter. A space already probed with the same options
+    in this process (the three heads share theirs) is not probed again."""
+    probed = repr((family, sorted(space.items()), options))
+    if probed in _PROBED:
+        return
     estimator_name = FAMILIES[family].estimator_class.__name__
     conditions = FAMILIES[family].conditions
     probe_settings = FAMILIES[family].probe_settings
@@ -488,6 +508,7 @@ def _check_family_values(
             f"Search space {family}: the values {together} do not work together in "
             f"{estimator_name}: {error}"
         ) from error
+    _PROBED.add(probed)
 
 
 def _parse_reduction(reduction: Mapping[str, Any] | None) -> dict[str, HyperParameter]:

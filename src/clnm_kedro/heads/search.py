@@ -26,7 +26,7 @@ from statsmodels.tools.sm_exceptions import SingularMatrixWarning
 from tqdm.auto import tqdm
 
 from clnm_kedro.heads.calibrated import CalibratedHead
-from clnm_kedro.heads.families import EstimatorOptions, single_threaded_numerics
+from clnm_kedro.heads.families import FAMILIES, EstimatorOptions, single_threaded_numerics
 from clnm_kedro.heads.figures import optuna_figures
 from clnm_kedro.heads.head_pipeline import (
     build_head_pipeline,
@@ -132,9 +132,15 @@ def run_studies(
     processes = searched_in_processes(spec, len(tasks))
     if processes == 1:
         return [tune_one_family(spec=spec, **task) for task in tqdm(tasks, desc=desc, disable=None)]
-    calls = (joblib.delayed(tune_one_family)(spec=spec, progress=False, **task) for task in tasks)
+    # The most costly studies first (longest processing time first), so the workers end together.
+    order = sorted(range(len(tasks)), key=lambda i: -FAMILIES[tasks[i]["family"]].relative_cost)
+    calls = (
+        joblib.delayed(tune_one_family)(spec=spec, progress=False, **tasks[i]) for i in order
+    )
     results = joblib.Parallel(n_jobs=processes, backend="loky", return_as="generator")(calls)
-    return list(tqdm(results, total=len(tasks), desc=desc, disable=None))
+    progress = tqdm(results, total=len(tasks), desc=desc, disable=None)
+    finished = dict(zip(order, progress, strict=True))
+    return [finished[i] for i in range(len(tasks))]
 
 
 def fit_head(

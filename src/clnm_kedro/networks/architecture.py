@@ -314,6 +314,25 @@ _FUSION_MODULES: dict[str, type[nn.Module]] = {
 }
 
 
+class SeededDropout(nn.Dropout):
+    """``nn.Dropout`` whose masks come from :attr:`generator` while one is set.
+
+    Training sets a generator of the network's own (:mod:`clnm_kedro.networks.random_streams`),
+    so networks trained side by side in one process draw their masks from separate streams
+    instead of sharing PyTorch's global RNG; without a generator it is ``nn.Dropout``.
+    Checkpoints are unchanged: dropout has no weights.
+    """
+
+    generator: torch.Generator | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0 or self.generator is None:
+            return super().forward(x)
+        keep = 1.0 - self.p
+        mask = torch.empty_like(x).bernoulli_(keep, generator=self.generator)
+        return x * mask * (1.0 / keep)
+
+
 def standardise_images(images: torch.Tensor) -> torch.Tensor:
     """Standardise every image of ``(B, V, S, S)`` on its own: zero mean, unit variance."""
     images = images.float()
@@ -355,13 +374,13 @@ class UltrasoundNetwork(nn.Module):
         self.branches = branches
         self.fusion = fusion
         self.hidden = nn.Sequential(
-            nn.Dropout(dropout), nn.Linear(fusion.out_features, hidden_dim), nn.ReLU()
+            SeededDropout(dropout), nn.Linear(fusion.out_features, hidden_dim), nn.ReLU()
         )
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden_dim, 1))
+        self.head = nn.Sequential(SeededDropout(dropout), nn.Linear(hidden_dim, 1))
         self.feature_dim = hidden_dim
         embedding_dim = branches[0].out_features
         self.view_heads = nn.ModuleList(
-            nn.Sequential(nn.Dropout(dropout), nn.Linear(embedding_dim, 1))
+            nn.Sequential(SeededDropout(dropout), nn.Linear(embedding_dim, 1))
             for _ in (self.views if len(self.views) > 1 else ())
         )
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import hashlib
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from clnm_kedro.networks.data import crop_batches, to_model_input, validate_crop
 from clnm_kedro.networks.inference import DEFAULT_INFERENCE_BATCH, model_device, use_bf16
 from clnm_kedro.networks.standardisation import OutputStandardisation
 from clnm_kedro.networks.training import TrainingResult, load_checkpoint, model_from_state
+from clnm_kedro.processes import available_cores
 
 ENSEMBLE = "ensemble"  # source of a patient's outputs scored by every fold network
 EPOCH_CHOICES: tuple[str, ...] = ("last", "inner_fold")
@@ -222,30 +224,46 @@ def batched_logits(
 ) -> np.ndarray:
     """:func:`network_logits` of each model for every patient of ``crops``, ``(M, N, C)``.
 
-    One pass per batch feeds every model (eval mode, no gradients); float32 on the CPU.
+    Eval mode, no gradients; float32 on the CPU. On the CPU the models score side by side,
+    one per core, each on one thread (the numbers are those of one model at a time); on
+    another device one after the other.
     """
     validate_crops(crops)
     device = model_device(models[0])
-    amp = use_bf16(device)
     modes = [model.training for model in models]
     for model in models:
         model.eval()
-    chunks: list[torch.Tensor] = []
+    workers = min(len(models), available_cores()) if device.type == "cpu" else 1
     try:
-        with (
-            torch.inference_mode(),
-            torch.autocast(device.type, torch.bfloat16, enabled=amp),
-            thread_independent_numerics(device),
-        ):
-            for batch in crop_batches(crops, models[0].views, batch_size):
-                x = to_model_input(batch, device)
-                chunks.append(torch.stack([network_logits(m, x).float() for m in models]).cpu())
+        if workers > 1:
+            with ThreadPoolExecutor(workers, thread_name_prefix="clnm-scoring") as pool:
+                per_model = list(
+                    pool.map(lambda model: _model_logits(model, crops, batch_size), models)
+                )
+        else:
+            per_model = [_model_logits(model, crops, batch_size) for model in models]
     finally:
         for model, mode in zip(models, modes, strict=True):
             model.train(mode)
+    return torch.stack(per_model).numpy()
+
+
+def _model_logits(model: nn.Module, crops: np.ndarray, batch_size: int) -> torch.Tensor:
+    """``(N, C)`` :func:`network_logits` of one model in eval mode, batch by batch (the
+    inference and autocast modes are set here: they belong to the calling thread)."""
+    device = model_device(model)
+    chunks: list[torch.Tensor] = []
+    with (
+        torch.inference_mode(),
+        torch.autocast(device.type, torch.bfloat16, enabled=use_bf16(device)),
+        thread_independent_numerics(device),
+    ):
+        for batch in crop_batches(crops, model.views, batch_size):
+            chunks.append(network_logits(model, to_model_input(batch, device)).float().cpu())
     if not chunks:
-        return np.zeros((len(models), 0, 1), dtype=np.float32)
-    return torch.cat(chunks, dim=1).numpy()
+        n_outputs = len(output_names(model))
+        return torch.zeros((0, n_outputs), dtype=torch.float32)
+    return torch.cat(chunks)
 
 
 @dataclass
@@ -459,16 +477,19 @@ def build_ensemble_result(
     the patients it held out (no labels), then the calibration fitted on the out-of-fold
     standardised fused logits of the training-centre patients.
 
+    Each network scores only the patients it held out (:func:`held_out_outputs`): all that
+    the standardisation and the calibration read.
+
     Returns
     -------
     tuple
-        The ensemble result and every patient's (uncalibrated) outputs.
+        The ensemble result and the held-out patients' (uncalibrated) outputs (NaN for the
+        other patients).
     """
     check_held_out(folds, splits)
     ensemble = FoldEnsembleResult(list(folds), LogitCalibration.identity()).network()
-    per_model, assignment = _raw_outputs(
-        ensemble, crops, fold_assignment(ensemble, splits), batch_size
-    )
+    assignment = fold_assignment(ensemble, splits)
+    per_model = held_out_outputs(ensemble, crops, assignment, batch_size)
     standardisation = OutputStandardisation.fit(per_model, assignment)
     outputs = _combine_outputs(per_model, assignment, standardisation, ensemble.output_names)
     train = splits["split"].eq("train").to_numpy()
@@ -476,6 +497,27 @@ def build_ensemble_result(
     labels = pd.to_numeric(splits["clnm"], errors="coerce").to_numpy()[oof]
     calibration = fit_calibration(labels, outputs.logits[oof, 0])
     return FoldEnsembleResult(list(folds), calibration, standardisation), outputs
+
+
+def held_out_outputs(
+    ensemble: FoldEnsemble,
+    crops: np.ndarray,
+    assignment: np.ndarray,
+    batch_size: int = DEFAULT_INFERENCE_BATCH,
+) -> np.ndarray:
+    """``(K, N, C)``: fold network ``k``'s unstandardised outputs for the patients it held out
+    (``assignment == k``), NaN elsewhere; with ``K = 1`` (no one held out) all NaN."""
+    assignment = np.asarray(assignment)
+    if len(assignment) != len(crops):
+        raise ValueError(f"{len(assignment)} fold assignments for {len(crops)} crops")
+    per_model = np.full(
+        (ensemble.n_folds, len(crops), len(ensemble.output_names)), np.nan, dtype=np.float32
+    )
+    for k, model in enumerate(ensemble.folds):
+        rows = np.flatnonzero(assignment == k)
+        if len(rows):
+            per_model[k, rows] = batched_logits([model], crops[rows], batch_size)[0]
+    return per_model
 
 
 def check_held_out(folds: Sequence[TrainingResult], splits: pd.DataFrame) -> None:

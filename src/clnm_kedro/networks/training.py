@@ -51,6 +51,7 @@ from clnm_kedro.networks.data import (
 )
 from clnm_kedro.networks.inference import batched_outputs
 from clnm_kedro.networks.prefetch import prefetched
+from clnm_kedro.networks.random_streams import initialised_network, random_streams
 from clnm_kedro.networks.training_config import (
     IMBALANCE,
     SCHEDULES,
@@ -157,7 +158,7 @@ def train_network(
         resolved, crops, data, n_validation=validation_rows.size, n_held=held_rows.size,
         device=run.device,
     )
-    with reproducible(run.device, seed):
+    with reproducible(run.device):
         best = _fit(resolved, data, run, seed, on_epoch_end)
     table = pd.DataFrame(best.history, columns=list(HISTORY_COLUMNS))
     best_auc = best.auc
@@ -294,7 +295,8 @@ def _fit(
     seed: int,
     on_epoch_end: EpochCallback | None,
 ) -> _Best:
-    """The epochs, with early stopping on the validation AUC (inside the seeded RNG state)."""
+    """The epochs, with early stopping on the validation AUC; initial weights, dropout, batch
+    order and augmentation each drawn from a stream seeded from ``seed``."""
     settings = resolved["training"]
     kind, n_fit = data.kind, data.n_fit
     pos_weight = None
@@ -304,7 +306,7 @@ def _fit(
     epochs = int(settings["epochs"])
     patience = int(settings["early_stopping_patience"])
     first_kept = min(int(settings["min_epochs"]), epochs) if data.validating else epochs
-    model = build_network(resolved).to(run.device)
+    model = initialised_network(lambda: build_network(resolved), seed, run.device).to(run.device)
     if run.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(
@@ -326,72 +328,73 @@ def _fit(
     )
     fit_positions = np.arange(n_fit)
     best = _Best(cpu_state(model))
-    for epoch in range(1, epochs + 1):
-        started = time.perf_counter()
-        model.train()
-        batches = epoch_batches(
-            fit_positions,
-            data.labels,
-            batch_size,
-            shuffle_generator,
-            balanced=settings["imbalance"] == "balanced_sampler",
-        )
-        loss_sum = _train_epoch(
-            model, source, batches, optimizer=optimizer, scheduler=scheduler,
-            criterion=criterion, view_weight=view_weight, resolved=resolved,
-            augment_generator=augment_generator, run=run,
-            progress={
-                "desc": f"{kind} epoch {epoch}/{epochs}",
-                # the validation AUC of the epoch kept so far: how training is going
-                "postfix": (
-                    {"best_val_auc": f"{best.auc:.3f} (epoch {best.epoch})"}
-                    if best.epoch
-                    else None
-                ),
-            },
-        )
-        learning_rate = optimizer.param_groups[0]["lr"]
+    with random_streams(model, seed, run.device):
+        for epoch in range(1, epochs + 1):
+            started = time.perf_counter()
+            model.train()
+            batches = epoch_batches(
+                fit_positions,
+                data.labels,
+                batch_size,
+                shuffle_generator,
+                balanced=settings["imbalance"] == "balanced_sampler",
+            )
+            loss_sum = _train_epoch(
+                model, source, batches, optimizer=optimizer, scheduler=scheduler,
+                criterion=criterion, view_weight=view_weight, resolved=resolved,
+                augment_generator=augment_generator, run=run,
+                progress={
+                    "desc": f"{kind} epoch {epoch}/{epochs}",
+                    # the validation AUC of the epoch kept so far: how training is going
+                    "postfix": (
+                        {"best_val_auc": f"{best.auc:.3f} (epoch {best.epoch})"}
+                        if best.epoch
+                        else None
+                    ),
+                },
+            )
+            learning_rate = optimizer.param_groups[0]["lr"]
 
-        val_loss, val_auc = math.nan, math.nan
-        if data.validating:
-            val_loss, val_auc = _validate(
-                model, data.validation_images, data.validation_labels, settings, amp=run.amp,
-                kind=kind, epoch=epoch,
+            val_loss, val_auc = math.nan, math.nan
+            if data.validating:
+                val_loss, val_auc = _validate(
+                    model, data.validation_images, data.validation_labels, settings, amp=run.amp,
+                    kind=kind, epoch=epoch,
+                )
+            if not math.isfinite(float(loss_sum)):
+                raise RuntimeError(
+                    f"Training the {kind} network diverged at epoch {epoch} (non-finite "
+                    "loss); lower training.learning_rate"
+                )
+            metrics = {
+                "train_loss": float(loss_sum) / n_fit,
+                "val_loss": val_loss,
+                "val_auc": val_auc,
+                "lr": float(learning_rate),
+                "seconds": time.perf_counter() - started,
+            }
+            best.history.append({"epoch": epoch, **metrics})
+            better = not data.validating or (
+                val_auc > best.auc or (val_auc == best.auc and val_loss < best.loss)
             )
-        if not math.isfinite(float(loss_sum)):
-            raise RuntimeError(
-                f"Training the {kind} network diverged at epoch {epoch} (non-finite "
-                "loss); lower training.learning_rate"
-            )
-        metrics = {
-            "train_loss": float(loss_sum) / n_fit,
-            "val_loss": val_loss,
-            "val_auc": val_auc,
-            "lr": float(learning_rate),
-            "seconds": time.perf_counter() - started,
-        }
-        best.history.append({"epoch": epoch, **metrics})
-        better = not data.validating or (
-            val_auc > best.auc or (val_auc == best.auc and val_loss < best.loss)
-        )
-        if epoch >= first_kept and better:
-            best.state, best.epoch, best.auc, best.loss = (
-                cpu_state(model),
-                epoch,
-                val_auc,
-                val_loss,
-            )
-        logger.debug("%s epoch %d: %s", kind, epoch, metrics)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, dict(metrics))
-        if data.validating and epoch >= first_kept and epoch - best.epoch >= patience:
-            logger.info(
-                "%s network: no better validation AUC for %d epochs; stopped at epoch %d",
-                kind,
-                patience,
-                epoch,
-            )
-            break
+            if epoch >= first_kept and better:
+                best.state, best.epoch, best.auc, best.loss = (
+                    cpu_state(model),
+                    epoch,
+                    val_auc,
+                    val_loss,
+                )
+            logger.debug("%s epoch %d: %s", kind, epoch, metrics)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, dict(metrics))
+            if data.validating and epoch >= first_kept and epoch - best.epoch >= patience:
+                logger.info(
+                    "%s network: no better validation AUC for %d epochs; stopped at epoch %d",
+                    kind,
+                    patience,
+                    epoch,
+                )
+                break
     return best
 
 

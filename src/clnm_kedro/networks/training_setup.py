@@ -1,10 +1,11 @@
 """Where and how a network trains: the device, bf16 autocast, memory layout and loader
-workers (:class:`RunSettings`), a seeded and (on the CPU) deterministic torch state, the
-learning-rate schedule, and the CPU copy of the weights kept."""
+workers (:class:`RunSettings`), (on the CPU) deterministic torch settings, the learning-rate
+schedule, and the CPU copy of the weights kept."""
 
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,29 +40,56 @@ def switch_setting(value: Any, auto: bool, name: str) -> bool:
 
 
 @contextmanager
-def reproducible(device: torch.device, seed: int) -> Iterator[None]:
-    """Seed torch inside a forked RNG state; on the CPU also force deterministic algorithms,
-    with one thread and oneDNN off (:func:`thread_independent_numerics`)."""
-    cuda_devices = [device.index or 0] if device.type == "cuda" else []
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    fill_memory = torch.utils.deterministic.fill_uninitialized_memory
-    benchmark = torch.backends.cudnn.benchmark
-    with torch.random.fork_rng(devices=cuda_devices), thread_independent_numerics(device):
-        torch.manual_seed(seed)
-        if device.type == "cpu":
-            torch.use_deterministic_algorithms(True)
-            # Filling fresh memory with NaN is a debugging aid that doubles the CPU cost of a
-            # step; every kernel used here writes all of its output.
-            torch.utils.deterministic.fill_uninitialized_memory = False
-        else:
-            torch.backends.cudnn.benchmark = True
+def reproducible(device: torch.device) -> Iterator[None]:
+    """On the CPU, deterministic algorithms with one thread and oneDNN off
+    (:func:`thread_independent_numerics`); on CUDA, cuDNN's autotuner. The settings are
+    process-wide: with several blocks open at once (networks trained side by side in threads)
+    those found by the first are restored when the last one ends. Where the random numbers come
+    from: :mod:`clnm_kedro.networks.random_streams`."""
+    with thread_independent_numerics(device), _SWITCHES.open(device):
+        yield
+
+
+class _DeterminismSwitches:
+    """Deterministic algorithms on the CPU (without the NaN fill of fresh memory, a debugging
+    aid that doubles a step's CPU cost; every kernel used here writes all of its output) and
+    cuDNN's autotuner on CUDA, counted like :func:`thread_independent_numerics`'s switches."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open = 0
+        self._saved: tuple[bool, bool, bool, bool] | None = None
+
+    @contextmanager
+    def open(self, device: torch.device) -> Iterator[None]:
+        with self._lock:
+            if self._open == 0:
+                self._saved = (
+                    torch.are_deterministic_algorithms_enabled(),
+                    torch.is_deterministic_algorithms_warn_only_enabled(),
+                    torch.utils.deterministic.fill_uninitialized_memory,
+                    torch.backends.cudnn.benchmark,
+                )
+            self._open += 1
+            if device.type == "cpu":
+                torch.use_deterministic_algorithms(True)
+                torch.utils.deterministic.fill_uninitialized_memory = False
+            else:
+                torch.backends.cudnn.benchmark = True
         try:
             yield
         finally:
-            torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
-            torch.utils.deterministic.fill_uninitialized_memory = fill_memory
-            torch.backends.cudnn.benchmark = benchmark
+            with self._lock:
+                self._open -= 1
+                if self._open == 0 and self._saved is not None:
+                    deterministic, warn_only, fill_memory, benchmark = self._saved
+                    self._saved = None
+                    torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+                    torch.utils.deterministic.fill_uninitialized_memory = fill_memory
+                    torch.backends.cudnn.benchmark = benchmark
+
+
+_SWITCHES = _DeterminismSwitches()
 
 
 def lr_scheduler(

@@ -9,11 +9,13 @@ warns about dotted dataset names consumed outside their namespace. Each network 
 shared recipe ``dl_training.recipe`` and its own block ``dl_training.models.<model>``.
 
 Cross-fitting: inside a network's namespace, each of the K fold networks is a node of its own
-(``dl_dual.fold_0.train_fold_network`` ...), independent of the others, so ``kedro run
---runner ParallelRunner`` (or an orchestrator running Kedro nodes as tasks) trains them side by
-side; one node gathers them into the calibrated fold ensemble ``<model>_network``. K shapes the
-pipeline, so it is read from the configuration files when the pipeline is built
-(:func:`configured_fold_count`); a run whose parameters disagree stops before training.
+(``dl_dual.fold_0.train_fold_network`` ...), independent of the others and tagged
+``side_by_side``: ``kedro run --runner clnm_kedro.runner.SideBySideRunner`` (``make run``)
+trains them side by side in threads; ``kedro run --runner ParallelRunner``, or an orchestrator
+running Kedro nodes as tasks, in processes or on several machines. One node gathers them into
+the calibrated fold ensemble ``<model>_network``. K shapes the pipeline, so it is read from the
+configuration files when the pipeline is built (:func:`configured_fold_count`); a run whose
+parameters disagree stops before training.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from clnm_kedro.pipelines.dl_training.nodes import (
 
 # The networks (clnm_kedro.registry): model name = namespace, parameter block, dataset prefix.
 from clnm_kedro.registry import NETWORK_MODELS
+from clnm_kedro.runner import SIDE_BY_SIDE
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +104,7 @@ def network_training_template(n_folds: int) -> Pipeline:
                     inputs=["roi_crops", "patient_splits", "settings"],
                     outputs=folds[k],
                     name=f"fold_{k}.train_fold_network",
-                    tags="training",
+                    tags=["training", SIDE_BY_SIDE],
                 )
                 for k in range(n_folds)
             ),
