@@ -97,7 +97,7 @@ class HeadSpec:
 
     search_space: SearchSpace
     families: tuple[str, ...]
-    n_trials: int = 15
+    n_trials: int = 12
     timeout_s: float | None = None
     n_splits: int = 5
     n_repeats: int = 1
