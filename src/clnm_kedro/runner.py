@@ -1,21 +1,24 @@
-"""A Kedro runner that trains the fold networks side by side and runs every other node alone.
+"""A Kedro runner that runs the nodes tagged ``side_by_side`` together and every other node
+alone.
 
 ``kedro run --runner clnm_kedro.runner.SideBySideRunner`` (what ``make run`` uses). The nodes
-tagged :data:`SIDE_BY_SIDE` (each fold network of ``dl_training``) run in threads, up to one per
-CPU core (``--runner-params max_workers=N``); any other node starts only when nothing else
-runs, in the order ``SequentialRunner`` would run it. Why threads are safe for these nodes and
-only these:
+tagged :data:`SIDE_BY_SIDE` run in threads, up to one per CPU core (``--runner-params
+max_workers=N``); any other node starts only when nothing else runs, in the order
+``SequentialRunner`` would run it. A node is tagged when it uses one core and is safe in a
+thread: each fold network of ``dl_training``, and the simulation's summary beside the checks and
+crops of the images. For the fold networks:
 
 - a fold network trains on one intra-op thread with PyTorch's own convolution
   (:mod:`clnm_kedro.networks.cpu_numerics`) and draws its initial weights, dropout, batch order
   and augmentation from streams of its own (:mod:`clnm_kedro.networks.random_streams`), so it
   gets the numbers it gets alone; PyTorch releases the GIL while it computes;
-- a fold network's node writes no figure and logs nothing to MLflow; kedro-mlflow reopens the
-  run in each thread, and the project's hooks lock what they share.
+- no tagged node draws a figure; kedro-mlflow reopens the run in each thread, and the project's
+  hooks lock what they share.
 
 Other nodes draw figures with matplotlib (not thread-safe), start their own worker processes
-(the heads' studies) or already use every core, so they gain nothing from company.
-``ParallelRunner`` (processes) needs the catalog's MLflow artifact datasets replaced (README).
+(the heads' studies, the simulator's rendering) or already use every core, so they gain nothing
+from company. ``ParallelRunner`` (processes) needs the catalog's MLflow artifact datasets
+replaced (README).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ if TYPE_CHECKING:
     from kedro.pipeline.node import Node
     from pluggy import PluginManager
 
-# The tag of the nodes that may run side by side (dl_training's fold networks).
+# The tag of the nodes that may run side by side: one core each, safe in a thread.
 SIDE_BY_SIDE = "side_by_side"
 
 
@@ -101,7 +104,7 @@ class SideBySideRunner(AbstractRunner):
                         failed = failed or error
                         continue
                     done.add(node)
-                    self._logger.info(
+                    self._logger.debug(  # the project's own hook reports each step
                         "Completed %d out of %d tasks", len(done), len(pipeline.nodes)
                     )
                     self._release_datasets(node, catalog, load_counts, pipeline)

@@ -9,9 +9,10 @@ set pinned (``MKL_CBWR``, set by ``clnm_kedro/__init__.py``), give the same bits
 with that instruction set. So on the CPU a network trains and predicts with **one intra-op
 thread and PyTorch's own convolution (oneDNN and NNPACK off)**, whatever
 ``torch.set_num_threads`` the process has: its numbers are then the same with any thread count.
-Cores are put to use by training several fold networks side by side (``kedro run --runner
-ParallelRunner``), not by splitting one network's sums. CUDA devices are untouched. See
-docs/reproducibility.md.
+Cores are put to use by training several fold networks side by side (``make run``'s
+:class:`~clnm_kedro.runner.SideBySideRunner` in threads, or ``kedro run --runner
+ParallelRunner``) and by scoring with several fold networks at once, not by splitting one
+network's sums. CUDA devices are untouched. See docs/reproducibility.md.
 """
 
 from __future__ import annotations

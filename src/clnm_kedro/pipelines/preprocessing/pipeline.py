@@ -21,6 +21,7 @@ from clnm_kedro.pipelines.preprocessing.nodes import (
     crop_rois,
     validate_tables,
 )
+from clnm_kedro.runner import SIDE_BY_SIDE
 
 # What the templates read besides the cohort: the preprocessing settings, a dataset.
 SETTINGS = "preprocessing"
@@ -35,6 +36,7 @@ def table_template() -> Pipeline:
                 inputs=["raw_cohort", SETTINGS, "params:split"],
                 outputs=["validated_clinical", "roi_boxes", "table_exclusions"],
                 name="validate_cohort_tables",
+                tags=[SIDE_BY_SIDE],  # one core each, thread-safe (clnm_kedro.runner)
             ),
         ]
     )
@@ -49,12 +51,14 @@ def image_template() -> Pipeline:
                 inputs=["raw_cohort", "validated_clinical", "roi_boxes", "table_exclusions"],
                 outputs=["image_manifest", "file_exclusions"],
                 name="check_image_files",
+                tags=[SIDE_BY_SIDE],  # one core each, thread-safe (clnm_kedro.runner)
             ),
             Node(
                 crop_rois,
                 inputs=["image_manifest", SETTINGS],
                 outputs=["roi_crops", "cropped_patients", "crop_exclusions"],
                 name="crop_rois",
+                tags=[SIDE_BY_SIDE],  # one core each, thread-safe (clnm_kedro.runner)
             ),
             Node(
                 build_cohort_table,

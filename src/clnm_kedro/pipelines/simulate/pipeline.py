@@ -7,6 +7,7 @@ from typing import Any
 from kedro.pipeline import Node, Pipeline
 
 from clnm_kedro.pipelines.simulate.nodes import export_cohort, simulate_cohort, summarise_simulation
+from clnm_kedro.runner import SIDE_BY_SIDE
 
 
 def create_pipeline(**kwargs: Any) -> Pipeline:
@@ -30,6 +31,8 @@ def create_pipeline(**kwargs: Any) -> Pipeline:
                 inputs=["synthetic_cohort", "simulation_oracle"],
                 outputs=["simulation_summary", "simulation_metrics"],
                 name="summarise_simulation",
+                # one core, thread-safe: beside the image checks and crops (clnm_kedro.runner)
+                tags=[SIDE_BY_SIDE],
             ),
         ]
     )
