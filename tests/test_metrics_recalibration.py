@@ -7,7 +7,7 @@ import pytest
 from scipy import special
 
 from clnm_kedro.metrics import calibration_intercept_slope
-from clnm_kedro.metrics.recalibration import LogitCalibration
+from clnm_kedro.metrics.recalibration import LogitCalibration, cross_fitted_calibration
 
 
 def _miscalibrated(n: int, offset: float, scale: float, seed: int = 0):
@@ -46,3 +46,34 @@ def test_bad_input_is_refused() -> None:
         LogitCalibration.fit([0, 1, 0], [0.1, 1.5, 0.2])
     with pytest.raises(ValueError, match="unknown calibration keys"):
         LogitCalibration.from_dict({"intercept": 0.0, "slope": 1.0, "offset": 2})
+
+
+def test_two_maps_in_a_row_are_one_map() -> None:
+    first, second = LogitCalibration(0.4, 1.3), LogitCalibration(-0.2, 0.8, n=300, events=90)
+    p = np.array([0.01, 0.2, 0.5, 0.93])
+    both = first.followed_by(second)
+    np.testing.assert_allclose(both.apply(p), second.apply(first.apply(p)), rtol=1e-12)
+    assert (both.intercept, both.slope) == pytest.approx((-0.2 + 0.8 * 0.4, 0.8 * 1.3))
+    assert (both.n, both.events) == (300, 90)
+
+
+def test_cross_fitted_calibration_never_uses_a_groups_own_labels() -> None:
+    """Each group's risks come from a calibration fitted on the other groups: flipping one
+    group's labels changes every other group's risks and none of its own; and an over-extreme
+    predictor (slope 1.8) comes back to a pooled slope near 1."""
+    y, p = _miscalibrated(3_000, offset=0.0, scale=1.8, seed=2)
+    groups = np.arange(len(y)) % 5
+    risks = cross_fitted_calibration(y, p, groups)
+    for group in range(5):
+        rows = groups == group
+        expected = LogitCalibration.fit(y[~rows], p[~rows]).apply(p[rows])
+        np.testing.assert_allclose(risks[rows], expected)
+    flipped = np.where(groups == 0, 1 - y, y)
+    after = cross_fitted_calibration(flipped, p, groups)
+    np.testing.assert_array_equal(after[groups == 0], risks[groups == 0])
+    assert not np.allclose(after[groups != 0], risks[groups != 0])
+    assert calibration_intercept_slope(y, risks).slope == pytest.approx(1.0, abs=0.1)
+    with pytest.raises(ValueError, match="outside fold group 0 all have the same outcome"):
+        cross_fitted_calibration(np.r_[1, 0, 0, 0], np.full(4, 0.3), np.r_[0, 1, 1, 1])
+    with pytest.raises(ValueError, match="3 labels, 4 probabilities and 4 groups"):
+        cross_fitted_calibration(np.r_[1, 0, 0], np.full(4, 0.3), np.r_[0, 1, 1, 1])

@@ -56,6 +56,10 @@ class CalibratedHead:
         """The steps of the head pipeline (``preprocess``, ``classifier``)."""
         return self.pipeline.named_steps
 
+    def recalibrated(self, second: LogitCalibration) -> CalibratedHead:
+        """The same head with ``second`` applied after its calibration (one map)."""
+        return CalibratedHead(self.pipeline, self.calibration.followed_by(second))
+
     def score(self, X: Any) -> np.ndarray:
         """The head's uncalibrated probability of CLNM (before the calibration map)."""
         return self.pipeline.predict_proba(X)[:, 1]

@@ -13,6 +13,7 @@ Probabilities are clipped to ``[1e-15, 1 - 1e-15]`` before taking logits, as in
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -23,7 +24,7 @@ from scipy import special
 
 from clnm_kedro.metrics._validation import check_labels, check_scores
 
-__all__ = ["LogitCalibration"]
+__all__ = ["LogitCalibration", "cross_fitted_calibration"]
 
 PROBABILITY_CLIP = 1e-15
 
@@ -77,6 +78,19 @@ class LogitCalibration:
         out[finite] = special.expit(self.intercept + self.slope * _logit(scores[finite]))
         return out
 
+    def followed_by(self, second: LogitCalibration) -> LogitCalibration:
+        """This map, then ``second``, as one map (``n`` and ``events``: ``second``'s).
+
+        ``expit(a2 + b2 * logit(expit(a1 + b1 * logit(p))))`` is
+        ``expit((a2 + b2 * a1) + b2 * b1 * logit(p))``.
+        """
+        return LogitCalibration(
+            second.intercept + second.slope * self.intercept,
+            second.slope * self.slope,
+            n=second.n,
+            events=second.events,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (stored beside the model)."""
         return asdict(self)
@@ -88,3 +102,41 @@ class LogitCalibration:
         if unknown:
             raise ValueError(f"unknown calibration keys: {sorted(unknown)}")
         return cls(**data)
+
+
+def cross_fitted_calibration(
+    labels: npt.ArrayLike,
+    probabilities: npt.ArrayLike,
+    groups: npt.ArrayLike,
+    fit: Callable[[np.ndarray, np.ndarray], LogitCalibration] = LogitCalibration.fit,
+) -> np.ndarray:
+    """Each group's ``probabilities`` through a calibration ``fit`` on the other groups' rows.
+
+    Out-of-fold predictions recalibrated on the rows they describe would have seen each row's
+    label; here no row's risk comes from a calibration fitted on it (its group's rows are left
+    out).
+
+    Raises
+    ------
+    ValueError
+        If the lengths differ, or the rows outside a group lack an outcome class (that
+        group's calibration cannot be fitted: fewer groups, or more events, are needed).
+    """
+    labels = np.asarray(labels)
+    probabilities = np.asarray(probabilities, dtype=float)
+    groups = np.asarray(groups)
+    if not len(labels) == len(probabilities) == len(groups):
+        raise ValueError(
+            f"{len(labels)} labels, {len(probabilities)} probabilities and {len(groups)} groups"
+        )
+    risks = np.full(len(labels), np.nan)
+    for group in np.unique(groups):
+        rows = groups == group
+        others = ~rows
+        if len(np.unique(labels[others])) < 2:
+            raise ValueError(
+                f"the training patients outside fold group {group} all have the same outcome: "
+                "their calibration cannot be fitted"
+            )
+        risks[rows] = fit(labels[others], probabilities[others]).apply(probabilities[rows])
+    return risks

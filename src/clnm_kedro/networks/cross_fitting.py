@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from clnm_kedro.checks import whole_number
-from clnm_kedro.metrics.recalibration import LogitCalibration
+from clnm_kedro.metrics.recalibration import LogitCalibration, cross_fitted_calibration
 from clnm_kedro.networks.architecture import UltrasoundNetwork
 from clnm_kedro.networks.cpu_numerics import thread_independent_numerics
 from clnm_kedro.networks.data import crop_batches, to_model_input, validate_crops
@@ -413,25 +413,7 @@ def cross_fitted_risks(
         If the rows outside a fold group lack an outcome class (the calibration cannot be
         fitted): fewer fold networks, or a cohort with more events, is needed.
     """
-    labels = np.asarray(labels)
-    fused_logits = np.asarray(fused_logits, dtype=float)
-    groups = np.asarray(groups)
-    if not len(labels) == len(fused_logits) == len(groups):
-        raise ValueError(
-            f"{len(labels)} labels, {len(fused_logits)} logits and {len(groups)} fold groups"
-        )
-    risks = np.full(len(labels), np.nan)
-    for group in np.unique(groups):
-        rows = groups == group
-        others = ~rows
-        if len(np.unique(labels[others])) < 2:
-            raise ValueError(
-                f"the training patients outside fold group {group} all have the same outcome: "
-                "their calibration cannot be fitted"
-            )
-        calibration = fit_calibration(labels[others], fused_logits[others])
-        risks[rows] = calibration.apply(_sigmoid(fused_logits[rows]))
-    return risks
+    return cross_fitted_calibration(labels, _sigmoid(np.asarray(fused_logits, dtype=float)), groups)
 
 
 def describe_ensemble(ensemble: FoldEnsemble) -> dict[str, Any]:

@@ -60,6 +60,7 @@ from clnm_kedro.heads import (
     training_rows,
 )
 from clnm_kedro.heads.families import single_threaded_numerics
+from clnm_kedro.heads.nested import optimism_correction, outer_fold_groups
 from clnm_kedro.reporting.predictions import PREDICTION_COLUMNS, SPLIT_ORDER
 
 logger = logging.getLogger(__name__)
@@ -250,7 +251,9 @@ def predict_with_head(
 TRAIN_CV_ESTIMATES: dict[str, str] = {
     "nested": (
         "nested cross-validation: search, selection and calibration rerun inside each outer "
-        "fold, which scores the patients it left out (honest about the selection)"
+        "fold, which scores the patients it left out (honest about the selection); then "
+        "recalibrated, cross-fitted by outer fold, by the calibration the nested CV measured, "
+        "which the final head's calibration includes"
     ),
     "selection": (
         "the cross-validation that chose the family and hyperparameters (optimistic; set "
@@ -260,43 +263,64 @@ TRAIN_CV_ESTIMATES: dict[str, str] = {
 
 
 def predict_out_of_fold(
-    head: CalibratedHead, model_input: pd.DataFrame, settings: HeadSettings
-) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """``train_cv`` rows: each training patient's calibrated risk from a head fitted without it.
+    searched_head: CalibratedHead, model_input: pd.DataFrame, settings: HeadSettings
+) -> tuple[pd.DataFrame, dict[str, Any], CalibratedHead]:
+    """``train_cv`` rows: each training patient's calibrated risk from a head fitted without
+    it; and the final head.
 
-    With ``heads.outer_cv.n_splits`` set, nested CV (:func:`clnm_kedro.heads.nested_out_of_fold`).
-    Otherwise the chosen head is refitted in every fold of the search's CV (with repeated CV a
-    patient's probability is the mean over the repeats) and passed through the head's
-    calibration. External patients are not used.
+    With ``heads.outer_cv.n_splits`` set, nested CV (:func:`clnm_kedro.heads.nested_out_of_fold`),
+    whose risks are then recalibrated (:func:`clnm_kedro.heads.nested.optimism_correction`):
+    the recalibration fitted on all of them is folded into the final head's calibration, and
+    each ``train_cv`` risk passes through one fitted without its outer fold. Otherwise the
+    chosen head is refitted in every fold of the search's CV (with repeated CV a patient's
+    probability is the mean over the repeats) and passed through the head's calibration, and
+    the final head is the searched one. External patients are not used.
 
     Returns
     -------
     tuple
-        The ``train_cv`` rows, and what they are: ``{"estimate": "nested" | "selection",
-        "description", "outer_folds": [...]}`` (one entry per outer fold: the family it
-        chose, its inner and outer AUC, its calibration).
+        The ``train_cv`` rows; what they are (``{"estimate": "nested" | "selection",
+        "description", "outer_folds": [...]}``, one entry per outer fold: the family it chose,
+        its inner and outer AUC, its calibration; with nested CV also ``optimism_correction``,
+        the recalibration's intercept and slope); the final head.
     """
     train = training_rows(model_input)
     X, y = feature_table(train), train["clnm"].astype(int).to_numpy()
     outer_folds: list[dict[str, Any]] = []
+    head = searched_head
+    summary: dict[str, Any] = {}
     if settings.spec.outer_splits is not None:
         estimate = "nested"
-        probabilities, folds = nested_out_of_fold(
+        nested, folds = nested_out_of_fold(
             X, y, settings.spec, model_name=settings.model, seed=settings.seed
         )
         outer_folds = folds.to_dict(orient="records")
+        groups = outer_fold_groups(y, settings.spec.outer_splits, settings.seed)
+        correction, probabilities = optimism_correction(y, nested, groups, settings.model)
+        head = searched_head.recalibrated(correction)
+        summary["optimism_correction"] = correction.to_dict()
+        logger.info(
+            "%s model: the nested CV's risks recalibrated (intercept %.3f, slope %.3f), in the "
+            "final head's calibration and, fitted without each outer fold, in train_cv.",
+            settings.model,
+            correction.intercept,
+            correction.slope,
+        )
     else:
         estimate = "selection"
         with single_threaded_numerics():
-            scores = selection_out_of_fold(head.pipeline, X, y, settings.spec, settings.seed)
-        probabilities = head.calibration.apply(scores)
+            scores = selection_out_of_fold(
+                searched_head.pipeline, X, y, settings.spec, settings.seed
+            )
+        probabilities = searched_head.calibration.apply(scores)
     summary = {
         "estimate": estimate,
         "description": TRAIN_CV_ESTIMATES[estimate],
         "outer_folds": outer_folds,
+        **summary,
     }
     rows = prediction_rows(train.assign(split="train_cv"), settings.model, probabilities)
-    return rows, summary
+    return rows, summary, head
 
 
 def stack_predictions(fitted: pd.DataFrame, out_of_fold: pd.DataFrame) -> pd.DataFrame:

@@ -94,11 +94,18 @@ def head_template() -> Pipeline:
                 name="validate_head_settings",
                 tags=["training", "inference"],
             ),
-            Node(
+            Node(  # the searched head: before the nested CV's recalibration
                 tune_head,
                 inputs=["model_input", "settings"],
-                outputs=["head", "head_search"],
+                outputs=["head_from_search", "head_search"],
                 name="tune_head",
+                tags="training",
+            ),
+            Node(  # train_cv rows, and the final head (its calibration as the nested CV found)
+                predict_out_of_fold,
+                inputs=["head_from_search", "model_input", "settings"],
+                outputs=["out_of_fold_scores", "train_cv_summary", "head"],
+                name="predict_out_of_fold",
                 tags="training",
             ),
             Node(
@@ -114,13 +121,6 @@ def head_template() -> Pipeline:
                 outputs="fitted_scores",
                 name="predict_with_head",
                 tags=["training", "inference"],
-            ),
-            Node(
-                predict_out_of_fold,
-                inputs=["head", "model_input", "settings"],
-                outputs=["out_of_fold_scores", "train_cv_summary"],
-                name="predict_out_of_fold",
-                tags="training",
             ),
             Node(
                 stack_predictions,
