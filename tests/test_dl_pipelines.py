@@ -348,6 +348,18 @@ def test_feature_extraction_rejects_misaligned_inputs(
         gather_network_predictions(splits, dl_dual=shuffled)
 
 
+def assert_same_fold_networks(baseline: Path, project: Path) -> None:
+    """Every network model of ``project`` has the K fold networks of ``baseline``: the same
+    held-out patients and the same weights."""
+    for model in NETWORKS:
+        sequential, other = checkpoint(baseline, model), checkpoint(project, model)
+        assert len(other["folds"]) == N_FOLDS
+        for fold_a, fold_b in zip(sequential["folds"], other["folds"], strict=True):
+            assert fold_a["held_out_digest"] == fold_b["held_out_digest"]
+            for name, weights in fold_a["state_dict"].items():
+                torch.testing.assert_close(fold_b["state_dict"][name], weights)
+
+
 def test_fold_networks_trained_side_by_side_in_threads_are_the_sequential_ones(
     baseline: Path, cohort: tuple[np.ndarray, pd.DataFrame], tmp_path: Path
 ) -> None:
@@ -357,13 +369,7 @@ def test_fold_networks_trained_side_by_side_in_threads_are_the_sequential_ones(
     weights the sequential run gave it."""
     project = new_project(tmp_path / "threads", *cohort)
     run(project, ["dl_training"], env="test", runner=SideBySideRunner(max_workers=2))
-    for model in NETWORKS:
-        sequential, threaded = checkpoint(baseline, model), checkpoint(project, model)
-        assert len(threaded["folds"]) == N_FOLDS
-        for fold_a, fold_b in zip(sequential["folds"], threaded["folds"], strict=True):
-            assert fold_a["held_out_digest"] == fold_b["held_out_digest"]
-            for name, weights in fold_a["state_dict"].items():
-                torch.testing.assert_close(fold_b["state_dict"][name], weights)
+    assert_same_fold_networks(baseline, project)
 
 
 def test_fold_networks_train_side_by_side_with_the_parallel_runner(
@@ -389,10 +395,4 @@ def test_fold_networks_train_side_by_side_with_the_parallel_runner(
                 plain[name] = entry["dataset"]
     (project / "conf" / "test" / "catalog_parallel.yml").write_text(yaml.safe_dump(plain))
     run(project, ["dl_training"], env="test", runner=ParallelRunner(max_workers=2))
-    for model in NETWORKS:
-        sequential, parallel = checkpoint(baseline, model), checkpoint(project, model)
-        assert len(parallel["folds"]) == N_FOLDS
-        for fold_a, fold_b in zip(sequential["folds"], parallel["folds"], strict=True):
-            assert fold_a["held_out_digest"] == fold_b["held_out_digest"]
-            for name, weights in fold_a["state_dict"].items():
-                torch.testing.assert_close(fold_b["state_dict"][name], weights)
+    assert_same_fold_networks(baseline, project)
