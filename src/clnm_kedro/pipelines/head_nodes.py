@@ -288,7 +288,7 @@ def predict_out_of_fold(
     X, y = feature_table(train), train["clnm"].astype(int).to_numpy()
     outer_folds: list[dict[str, Any]] = []
     head = searched_head
-    summary: dict[str, Any] = {}
+    correction_entry: dict[str, Any] = {}
     if settings.spec.outer_splits is not None:
         estimate = "nested"
         nested, folds = nested_out_of_fold(
@@ -298,7 +298,7 @@ def predict_out_of_fold(
         groups = outer_fold_groups(y, settings.spec.outer_splits, settings.seed)
         correction, probabilities = optimism_correction(y, nested, groups, settings.model)
         head = searched_head.recalibrated(correction)
-        summary["optimism_correction"] = correction.to_dict()
+        correction_entry["optimism_correction"] = correction.to_dict()
         logger.info(
             "%s model: the nested CV's risks recalibrated (intercept %.3f, slope %.3f), in the "
             "final head's calibration and, fitted without each outer fold, in train_cv.",
@@ -317,7 +317,7 @@ def predict_out_of_fold(
         "estimate": estimate,
         "description": TRAIN_CV_ESTIMATES[estimate],
         "outer_folds": outer_folds,
-        **summary,
+        **correction_entry,
     }
     rows = prediction_rows(train.assign(split="train_cv"), settings.model, probabilities)
     return rows, summary, head
