@@ -153,5 +153,5 @@ def test_a_layer_that_only_knows_the_global_rng_is_found_and_its_generator_clear
     assert global_rng_layers(model) == ["0"]
     with random_streams(model, 0, torch.device("cpu")):
         assert model[1].generator is not None
-    assert model[1].generator is None  # nothing unpicklable stays on the model
+    assert model[1].generator is None  # no training state stays on the saved model
     assert global_rng_layers(_small_network()) == []

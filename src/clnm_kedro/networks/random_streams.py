@@ -85,4 +85,4 @@ def random_streams(model: nn.Module, seed: int, device: torch.device) -> Iterato
             yield
     finally:
         for module in dropouts:
-            module.generator = None  # a generator cannot be pickled with the model
+            module.generator = None  # no training state is saved or logged with the model
