@@ -1,6 +1,5 @@
-"""Which process is this, is another one still alive, and how many cores may it use?
-(Kedro-free; used by the run lock, the MLflow run status, the simulator's clean-up of folders
-left by killed runs, and the runner and scoring that put several cores to use.)"""
+"""Which process is this, and is another one still alive? (Kedro-free; used by the run lock,
+the MLflow run status and the simulator's clean-up of folders left by killed runs.)"""
 
 from __future__ import annotations
 
@@ -48,12 +47,3 @@ def this_process() -> dict[str, Any]:
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join(sys.argv) or sys.executable,
     }
-
-
-def available_cores() -> int:
-    """CPU cores this process may run on: its affinity, which a container or ``taskset`` may
-    set below ``os.cpu_count()``."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1

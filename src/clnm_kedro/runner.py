@@ -28,10 +28,9 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from itertools import chain
 from typing import TYPE_CHECKING
 
+import joblib
 from kedro.runner import AbstractRunner
 from kedro.runner.task import Task
-
-from clnm_kedro.processes import available_cores
 
 if TYPE_CHECKING:
     from kedro.io import CatalogProtocol
@@ -55,7 +54,7 @@ class SideBySideRunner(AbstractRunner):
         super().__init__(is_async=False)
         if max_workers is not None and int(max_workers) < 1:
             raise ValueError(f"max_workers must be at least 1, got {max_workers}")
-        self._max_workers = int(max_workers) if max_workers is not None else available_cores()
+        self._max_workers = int(max_workers) if max_workers is not None else joblib.cpu_count()
 
     def _get_executor(self, max_workers: int) -> ThreadPoolExecutor:
         return ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="clnm-node")
@@ -112,6 +111,3 @@ class SideBySideRunner(AbstractRunner):
                     wait(running)  # threads cannot be stopped: let the others end first
                     self._suggest_resume_scenario(pipeline, done, catalog)
                     raise failed
-
-    def _get_required_workers_count(self, pipeline: Pipeline) -> int:
-        return self._max_workers

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import joblib
 import numpy as np
 import pandas as pd
 import torch
@@ -42,7 +43,6 @@ from clnm_kedro.networks.data import crop_batches, to_model_input, validate_crop
 from clnm_kedro.networks.inference import DEFAULT_INFERENCE_BATCH, model_device, use_bf16
 from clnm_kedro.networks.standardisation import OutputStandardisation
 from clnm_kedro.networks.training import TrainingResult, load_checkpoint, model_from_state
-from clnm_kedro.processes import available_cores
 
 ENSEMBLE = "ensemble"  # source of a patient's outputs scored by every fold network
 EPOCH_CHOICES: tuple[str, ...] = ("last", "inner_fold")
@@ -233,7 +233,7 @@ def batched_logits(
     modes = [model.training for model in models]
     for model in models:
         model.eval()
-    workers = min(len(models), available_cores()) if device.type == "cpu" else 1
+    workers = min(len(models), joblib.cpu_count()) if device.type == "cpu" else 1
     try:
         if workers > 1:
             with ThreadPoolExecutor(workers, thread_name_prefix="clnm-scoring") as pool:

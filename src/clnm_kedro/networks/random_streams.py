@@ -2,8 +2,9 @@
 by side in one process (the fold networks under
 :class:`~clnm_kedro.runner.SideBySideRunner`) get the numbers each gets alone.
 
-PyTorch has one global RNG per process. Batch order and augmentation already draw from
-generators of their own (:mod:`clnm_kedro.networks.training`); here the two other draws:
+PyTorch has one global RNG per process. Batch order and augmentation draw from generators of
+their own (:mod:`clnm_kedro.networks.training`, seeded with the offsets below); here the two
+other draws:
 
 - **Initialisation** draws from the global RNG (PyTorch's layers know no other). It runs under
   a process-wide lock, in a forked RNG state seeded with the network's seed
@@ -30,8 +31,11 @@ from clnm_kedro.networks.architecture import SeededDropout
 
 M = TypeVar("M", bound=nn.Module)
 
-# Offsets of the streams from the network's seed: batch order uses the seed itself and
-# augmentation seed + 1 (clnm_kedro.networks.training); fold seeds are 1009 apart.
+# Offsets of a network's streams from its seed (fold seeds are 1009 apart): batch order and
+# augmentation (clnm_kedro.networks.training), dropout, and the global RNG where a layer knows
+# no other.
+SHUFFLE_STREAM = 0
+AUGMENT_STREAM = 1
 DROPOUT_STREAM = 2
 GLOBAL_STREAM = 3
 

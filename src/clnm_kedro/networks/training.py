@@ -51,7 +51,12 @@ from clnm_kedro.networks.data import (
 )
 from clnm_kedro.networks.inference import batched_outputs
 from clnm_kedro.networks.prefetch import prefetched
-from clnm_kedro.networks.random_streams import initialised_network, random_streams
+from clnm_kedro.networks.random_streams import (
+    AUGMENT_STREAM,
+    SHUFFLE_STREAM,
+    initialised_network,
+    random_streams,
+)
 from clnm_kedro.networks.training_config import (
     IMBALANCE,
     SCHEDULES,
@@ -317,8 +322,8 @@ def _fit(
     scheduler = lr_scheduler(optimizer, settings, batches_per_epoch(n_fit, batch_size))
     criterion = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
     view_weight = float(settings["view_loss_weight"]) if len(model.view_heads) else 0.0
-    shuffle_generator = torch.Generator().manual_seed(seed)
-    augment_generator = torch.Generator(device=run.device).manual_seed(seed + 1)
+    shuffle_generator = torch.Generator().manual_seed(seed + SHUFFLE_STREAM)
+    augment_generator = torch.Generator(device=run.device).manual_seed(seed + AUGMENT_STREAM)
     source = BatchSource(
         data.images,
         data.labels,
