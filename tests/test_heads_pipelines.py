@@ -26,7 +26,7 @@ from sklearn.base import clone
 from sklearn.model_selection import RepeatedStratifiedKFold
 
 from clnm_kedro.heads.head_pipeline import selection_out_of_fold
-from clnm_kedro.heads.nested import nested_out_of_fold, outer_fold_groups
+from clnm_kedro.heads.nested import nested_out_of_fold
 from clnm_kedro.heads.search import calibrate_head
 from clnm_kedro.heads.tables import clinical_model_input, combined_model_input
 from clnm_kedro.pipelines.clinical_modeling import create_pipeline as clinical_pipeline
@@ -460,9 +460,9 @@ def test_out_of_fold_rows_use_the_search_folds(cohort: dict[str, pd.DataFrame]) 
 def test_out_of_fold_rows_are_the_nested_estimate_when_asked(
     cohort: dict[str, pd.DataFrame],
 ) -> None:
-    """With nested CV the train_cv risks are the nested ones recalibrated by outer fold (each
-    by a recalibration fitted on the other outer folds), and the final head is the searched
-    one with the recalibration fitted on all of them after its own calibration."""
+    """With nested CV the train_cv risks are the nested ones recalibrated patient by patient
+    (each by a recalibration fitted on the other patients' nested risks), and the final head is
+    the searched one with the recalibration fitted on all of them after its own calibration."""
     table = clinical_model_input(cohort["cohort_table"], cohort["patient_splits"])
     heads = {**SMALL_HEADS, "cv": {"n_splits": 3, "n_repeats": 1}, "outer_cv": {"n_splits": 3}}
     settings = validate_head_settings(heads, {"model": "clinical"}, None, 3)
@@ -472,14 +472,12 @@ def test_out_of_fold_rows_are_the_nested_estimate_when_asked(
     X = train.drop(columns=["patient_id", "center", "split", "clnm"])
     y = train["clnm"].astype(int).to_numpy()
     nested, folds = nested_out_of_fold(X, y, settings.spec, seed=3)
-    groups = outer_fold_groups(y, 3, 3)
-    assert sorted(np.bincount(groups)) == sorted(folds["n_patients"])
-    expected = np.full(len(y), np.nan)
-    for fold in range(3):
-        others = groups != fold
-        refit = calibrate_head(y[others], nested[others], "clinical")
-        expected[~others] = refit.apply(nested[~others])
-    np.testing.assert_allclose(rows["probability"], expected)
+    assert folds["n_patients"].sum() == len(y)
+    expected = [
+        calibrate_head(np.delete(y, i), np.delete(nested, i), "clinical").apply(nested[[i]])[0]
+        for i in range(len(y))
+    ]
+    np.testing.assert_allclose(rows["probability"], expected, rtol=1e-8)
     assert summary["estimate"] == "nested" and len(summary["outer_folds"]) == 3
     assert [f["family"] for f in summary["outer_folds"]] == folds["family"].tolist()
     correction = calibrate_head(y, nested, "clinical")

@@ -7,7 +7,7 @@ import pytest
 from scipy import special
 
 from clnm_kedro.metrics import calibration_intercept_slope
-from clnm_kedro.metrics.recalibration import LogitCalibration, cross_fitted_calibration
+from clnm_kedro.metrics.recalibration import LogitCalibration, leave_one_out_calibration
 from float_compare import assert_same_numbers
 
 
@@ -58,23 +58,53 @@ def test_two_maps_in_a_row_are_one_map() -> None:
     assert (both.n, both.events) == (300, 90)
 
 
-def test_cross_fitted_calibration_never_uses_a_groups_own_labels() -> None:
-    """Each group's risks come from a calibration fitted on the other groups: flipping one
-    group's labels changes every other group's risks and none of its own; and an over-extreme
-    predictor (slope 1.8) comes back to a pooled slope near 1."""
-    y, p = _miscalibrated(3_000, offset=0.0, scale=1.8, seed=2)
-    groups = np.arange(len(y)) % 5
-    risks = cross_fitted_calibration(y, p, groups)
-    for group in range(5):
-        rows = groups == group
-        expected = LogitCalibration.fit(y[~rows], p[~rows]).apply(p[rows])
-        np.testing.assert_allclose(risks[rows], expected)
-    flipped = np.where(groups == 0, 1 - y, y)
-    after = cross_fitted_calibration(flipped, p, groups)
-    assert_same_numbers(after[groups == 0], risks[groups == 0])
-    assert not np.allclose(after[groups != 0], risks[groups != 0])
-    assert calibration_intercept_slope(y, risks).slope == pytest.approx(1.0, abs=0.1)
-    with pytest.raises(ValueError, match="outside fold group 0 all have the same outcome"):
-        cross_fitted_calibration(np.r_[1, 0, 0, 0], np.full(4, 0.3), np.r_[0, 1, 1, 1])
-    with pytest.raises(ValueError, match="3 labels, 4 probabilities and 4 groups"):
-        cross_fitted_calibration(np.r_[1, 0, 0], np.full(4, 0.3), np.r_[0, 1, 1, 1])
+def test_leave_one_out_calibration_is_one_fit_per_row_without_it() -> None:
+    """Row i's risk is the calibration fitted on every other row, applied to row i: equal to
+    n separate fits; flipping one row's label changes every other row's risk and not its own;
+    an over-extreme predictor (slope 1.8) comes back to a pooled slope near 1."""
+    y, p = _miscalibrated(150, offset=0.3, scale=1.8, seed=2)
+    risks = leave_one_out_calibration(y, p)
+    expected = [
+        LogitCalibration.fit(np.delete(y, i), np.delete(p, i)).apply(p[i : i + 1])[0]
+        for i in range(len(y))
+    ]
+    np.testing.assert_allclose(risks, expected, rtol=1e-8)
+    flipped = y.copy()
+    flipped[7] = 1 - flipped[7]
+    after = leave_one_out_calibration(flipped, p)
+    assert_same_numbers(after[7], risks[7])
+    assert (np.delete(after, 7) != np.delete(risks, 7)).all()
+    y, p = _miscalibrated(3_000, offset=0.0, scale=1.8, seed=3)
+    assert calibration_intercept_slope(y, leave_one_out_calibration(y, p)).slope == pytest.approx(
+        1.0, abs=0.05
+    )
+
+
+def test_leave_one_out_calibration_of_uninformative_scores_keeps_the_order() -> None:
+    """With ``positive_slope``, a row whose fit has no positive slope gets its intercept only
+    refitted (slope 1), as a head's calibration does; without it the slope is kept."""
+    rng = np.random.default_rng(7)
+    y = rng.binomial(1, 0.3, 120)
+    p = rng.uniform(0.2, 0.4, 120)  # no information about y
+    free = leave_one_out_calibration(y, p)
+    kept = leave_one_out_calibration(y, p, positive_slope=True)
+    for i in range(len(y)):
+        rest_y, rest_p = np.delete(y, i), np.delete(p, i)
+        fit = LogitCalibration.fit(rest_y, rest_p)
+        assert free[i] == pytest.approx(fit.apply(p[i : i + 1])[0], rel=1e-8)
+        if fit.slope <= 0:
+            shift = calibration_intercept_slope(rest_y, rest_p).intercept
+            assert kept[i] == pytest.approx(special.expit(shift + special.logit(p[i])), rel=1e-8)
+        else:
+            assert kept[i] == pytest.approx(free[i], rel=1e-12)
+    assert 0 < (kept != free).sum() < len(y)  # both cases occur with these scores
+
+
+@pytest.mark.filterwarnings("ignore:Perfect separation")
+def test_leave_one_out_calibration_refuses_what_it_cannot_fit() -> None:
+    with pytest.raises(ValueError, match="1 rows with the outcome and 3 without"):
+        leave_one_out_calibration(np.r_[1, 0, 0, 0], np.full(4, 0.3))
+    with pytest.raises(ValueError, match="probabilities has 4 values but there are 3 outcomes"):
+        leave_one_out_calibration(np.r_[1, 0, 1], np.full(4, 0.3))
+    with pytest.raises(ValueError, match="did not converge"):
+        leave_one_out_calibration(np.r_[0, 0, 0, 1, 1, 1], np.r_[0.1, 0.2, 0.3, 0.7, 0.8, 0.9])

@@ -1,12 +1,13 @@
 """Label-free standardisation of fold networks' outputs (``networks.standardisation``):
-leave-one-out statistics for held-out patients, and why it is there: K networks on K scales
-flatten the pooled out-of-fold calibration."""
+leave-one-out statistics for held-out patients, and why it is there: one calibration of K
+networks on K scales fits none of them."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from scipy import special
+from sklearn.metrics import roc_auc_score
 
 from clnm_kedro.metrics.calibration import calibration_intercept_slope
 from clnm_kedro.networks.cross_fitting import cross_fitted_risks
@@ -45,13 +46,27 @@ def test_held_out_outputs_use_leave_one_out_statistics() -> None:
     np.testing.assert_allclose(standard[0, :10].mean(axis=0), 0.0, atol=1e-12)
 
 
-def test_networks_on_different_scales_no_longer_flatten_the_pooled_calibration() -> None:
+def test_standardised_networks_are_calibrated_network_by_network() -> None:
+    """One calibration of K networks' pooled logits: on K raw scales it is too flat for some
+    networks' patients and too steep for others' (and mixes their rankings); standardised per
+    network, it fits every network's patients."""
     y, assignment, per_model = _networks()
-    raw = per_model[assignment, np.arange(len(y)), 0]
-    raw_fit = calibration_intercept_slope(y, cross_fitted_risks(y, raw, assignment))
+    raw = cross_fitted_risks(y, per_model[assignment, np.arange(len(y)), 0])
     held = OutputStandardisation.fit(per_model, assignment).apply_held_out(per_model, assignment)
-    fit = calibration_intercept_slope(y, cross_fitted_risks(y, held[:, 0], assignment))
-    assert raw_fit.slope < 0.9  # K scales pooled: too flat for some, too steep for others
+    standardised = cross_fitted_risks(y, held[:, 0])
+
+    def slopes(risks: np.ndarray) -> np.ndarray:
+        return np.array(
+            [
+                calibration_intercept_slope(y[assignment == k], risks[assignment == k]).slope
+                for k in range(5)
+            ]
+        )
+
+    assert slopes(raw).max() > 2.0 and slopes(raw).min() < 0.8
+    assert np.abs(slopes(standardised) - 1).max() < 0.2
+    assert roc_auc_score(y, standardised) > roc_auc_score(y, raw)
+    fit = calibration_intercept_slope(y, standardised)
     assert fit.slope == pytest.approx(1.0, abs=0.06)
     assert fit.intercept == pytest.approx(0.0, abs=0.06)
 

@@ -13,7 +13,6 @@ Probabilities are clipped to ``[1e-15, 1 - 1e-15]`` before taking logits, as in
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -24,7 +23,7 @@ from scipy import special
 
 from clnm_kedro.metrics._validation import check_labels, check_scores
 
-__all__ = ["LogitCalibration", "cross_fitted_calibration"]
+__all__ = ["LogitCalibration", "leave_one_out_calibration"]
 
 PROBABILITY_CLIP = 1e-15
 
@@ -104,39 +103,117 @@ class LogitCalibration:
         return cls(**data)
 
 
-def cross_fitted_calibration(
+def leave_one_out_calibration(
     labels: npt.ArrayLike,
     probabilities: npt.ArrayLike,
-    groups: npt.ArrayLike,
-    fit: Callable[[np.ndarray, np.ndarray], LogitCalibration] = LogitCalibration.fit,
+    *,
+    positive_slope: bool = False,
 ) -> np.ndarray:
-    """Each group's ``probabilities`` through a calibration ``fit`` on the other groups' rows.
+    """Each row's probability through the logistic recalibration fitted on every other row.
 
     Out-of-fold predictions recalibrated on the rows they describe would have seen each row's
-    label; here no row's risk comes from a calibration fitted on it (its group's rows are left
-    out).
+    label; here row ``i``'s risk is ``LogitCalibration.fit(labels[-i], probabilities[-i])
+    .apply(probabilities[i])``, so no row's risk comes from a calibration fitted on it.
+
+    Leave-one-out rather than leaving out a fold group: the map the final model carries is
+    fitted on all ``n`` rows, and one fitted on ``n - 1`` has about the noise it has. Leaving
+    out the whole group of rows that one fold model scored (an outer fold, a fold network)
+    excludes that model's own miscalibration from the map applied to it, which widens the
+    differences between fold models instead of averaging them. On generic logistic data
+    (``benchmarks/recalibration_cross_fitting.py``, 100 cohorts of 307 patients) the pooled
+    slope by fold group was 0.926 (SD 0.052) and leave-one-out 0.950 (SD 0.012), against 1.03
+    for the final model on new patients; root-mean-square errors 0.242 and 0.222.
+
+    What the pooled slope of these risks then shows is the recalibration's own optimism: about
+    ``1 - 2 / chi2``, with ``chi2`` the likelihood-ratio statistic of the logistic fit of the
+    outcomes on the logits (0.89 at ``chi2 = 18``): a model that carries little information
+    about few patients shows a slope below 1 here even when its recalibration is right.
+
+    Each row's fit is exact (Newton-Raphson from the fit on all rows, vectorised over rows;
+    memory ``O(n)`` per row in chunks), so the risks equal ``n`` separate fits.
+
+    Parameters
+    ----------
+    labels
+        0/1 outcome per row, both classes at least twice.
+    probabilities
+        The out-of-fold probability of each row.
+    positive_slope
+        Where a row's fitted slope is not positive (the probabilities carry no information),
+        refit only its intercept with the slope kept at 1, as a head's calibration does
+        (:func:`clnm_kedro.heads.search.calibrate_head`).
 
     Raises
     ------
     ValueError
-        If the lengths differ, or the rows outside a group lack an outcome class (that
-        group's calibration cannot be fitted: fewer groups, or more events, are needed).
+        If the lengths differ, a class has fewer than two rows (leaving one out would leave
+        one class), or a fit does not converge.
     """
-    labels = np.asarray(labels)
-    probabilities = np.asarray(probabilities, dtype=float)
-    groups = np.asarray(groups)
-    if not len(labels) == len(probabilities) == len(groups):
+    y = check_labels(labels)
+    p = check_scores(probabilities, n=len(y), name="probabilities", probability=True)
+    counts = np.bincount(y, minlength=2)
+    if counts.min() < 2:
         raise ValueError(
-            f"{len(labels)} labels, {len(probabilities)} probabilities and {len(groups)} groups"
+            f"{counts[1]} rows with the outcome and {counts[0]} without: leaving one out needs "
+            "at least two of each to fit a calibration"
         )
-    risks = np.full(len(labels), np.nan)
-    for group in np.unique(groups):
-        rows = groups == group
-        others = ~rows
-        if len(np.unique(labels[others])) < 2:
-            raise ValueError(
-                f"the training patients outside fold group {group} all have the same outcome: "
-                "their calibration cannot be fitted"
-            )
-        risks[rows] = fit(labels[others], probabilities[others]).apply(probabilities[rows])
+    z = _logit(p)
+    full = LogitCalibration.fit(y, p)
+    risks = np.empty(len(y))
+    chunk = max(1, _LOO_CELLS // len(y))
+    for start in range(0, len(y), chunk):
+        rows = np.arange(start, min(start + chunk, len(y)))
+        params = _leave_out_fits(y, z, rows, (full.intercept, full.slope), fit_slope=True)
+        flat = params[:, 1] <= 0
+        if positive_slope and flat.any():
+            params[flat] = _leave_out_fits(y, z, rows[flat], (0.0, 1.0), fit_slope=False)
+        risks[rows] = special.expit(params[:, 0] + params[:, 1] * z[rows])
     return risks
+
+
+_LOO_CELLS = 2_000_000  # rows x patients per vectorised chunk (about 16 MB per array)
+_NEWTON_TOLERANCE = 1e-10
+_NEWTON_STEPS = 100
+
+
+def _leave_out_fits(
+    y: np.ndarray,
+    z: np.ndarray,
+    rows: np.ndarray,
+    start: tuple[float, float],
+    *,
+    fit_slope: bool,
+) -> np.ndarray:
+    """``(len(rows), 2)`` maximum-likelihood (intercept, slope) of ``y`` on ``z`` without each
+    of ``rows`` in turn (slope fixed at 1 unless ``fit_slope``): Newton-Raphson from
+    ``start``."""
+    params = np.tile(np.asarray(start, dtype=float), (len(rows), 1))
+    keep = np.ones((len(rows), len(y)))
+    keep[np.arange(len(rows)), rows] = 0.0
+    for _ in range(_NEWTON_STEPS):
+        step = _newton_step(y, z, keep, params, fit_slope=fit_slope)
+        if not np.isfinite(step).all():
+            break
+        params += step
+        if np.abs(step).max() < _NEWTON_TOLERANCE:
+            return params
+    raise ValueError(
+        "a leave-one-out recalibration did not converge (the scores separate the classes "
+        "perfectly or carry no information); check the out-of-fold predictions"
+    )
+
+
+def _newton_step(
+    y: np.ndarray, z: np.ndarray, keep: np.ndarray, params: np.ndarray, *, fit_slope: bool
+) -> np.ndarray:
+    """One Newton-Raphson step of each row's fit (``keep`` masks the row left out)."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        mu = special.expit(params[:, :1] + params[:, 1:] * z)
+        residual = keep * (y - mu)
+        weight = keep * mu * (1.0 - mu)
+        g0, h00 = residual.sum(axis=1), weight.sum(axis=1)
+        if not fit_slope:
+            return np.column_stack([g0 / h00, np.zeros(len(params))])
+        g1, h01, h11 = residual @ z, weight @ z, weight @ (z * z)
+        det = h00 * h11 - h01 * h01
+        return np.column_stack([(h11 * g0 - h01 * g1) / det, (h00 * g1 - h01 * g0) / det])

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from clnm_kedro.checks import whole_number
-from clnm_kedro.metrics.recalibration import LogitCalibration, cross_fitted_calibration
+from clnm_kedro.metrics.recalibration import LogitCalibration, leave_one_out_calibration
 from clnm_kedro.networks.architecture import UltrasoundNetwork
 from clnm_kedro.networks.cpu_numerics import thread_independent_numerics
 from clnm_kedro.networks.data import crop_batches, to_model_input, validate_crops
@@ -388,15 +388,16 @@ def fit_calibration(labels: np.ndarray, fused_logits: np.ndarray) -> LogitCalibr
     return LogitCalibration.fit(labels, _sigmoid(fused_logits))
 
 
-def cross_fitted_risks(
-    labels: np.ndarray, fused_logits: np.ndarray, groups: np.ndarray
-) -> np.ndarray:
-    """Out-of-fold calibrated risks of out-of-fold outputs: the calibration is cross-fitted too.
+def cross_fitted_risks(labels: np.ndarray, fused_logits: np.ndarray) -> np.ndarray:
+    """Out-of-fold calibrated risks of out-of-fold outputs: the calibration is left out too.
 
     The ensemble's calibration is fitted on every training patient's out-of-fold logit, so
-    applied to those same logits it would have seen each patient's label. Here the rows of
-    fold group ``k`` pass through a calibration fitted on the other groups' rows only, so a
-    training patient's ``train_cv`` risk comes from no fitted step that saw its label.
+    applied to those same logits it would have seen each patient's label. Here each row passes
+    through the same calibration fitted on every other row
+    (:func:`~clnm_kedro.metrics.recalibration.leave_one_out_calibration`), so a training
+    patient's ``train_cv`` risk comes from no fitted step that saw its label. Not a
+    calibration fitted without the patient's whole fold group: that would leave each fold
+    network's own miscalibration out of the map applied to its patients.
 
     Parameters
     ----------
@@ -404,16 +405,14 @@ def cross_fitted_risks(
         0/1 outcome of each out-of-fold row.
     fused_logits
         The fused logit of each row (from the fold network that never saw the patient).
-    groups
-        The fold group (fold network) of each row.
 
     Raises
     ------
     ValueError
-        If the rows outside a fold group lack an outcome class (the calibration cannot be
-        fitted): fewer fold networks, or a cohort with more events, is needed.
+        If an outcome class has fewer than two rows (no calibration can be fitted without
+        one of them).
     """
-    return cross_fitted_calibration(labels, _sigmoid(np.asarray(fused_logits, dtype=float)), groups)
+    return leave_one_out_calibration(labels, _sigmoid(np.asarray(fused_logits, dtype=float)))
 
 
 def describe_ensemble(ensemble: FoldEnsemble) -> dict[str, Any]:

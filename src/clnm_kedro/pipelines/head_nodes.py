@@ -60,7 +60,7 @@ from clnm_kedro.heads import (
     training_rows,
 )
 from clnm_kedro.heads.families import single_threaded_numerics
-from clnm_kedro.heads.nested import optimism_correction, outer_fold_groups
+from clnm_kedro.heads.nested import optimism_correction
 from clnm_kedro.reporting.predictions import PREDICTION_COLUMNS, SPLIT_ORDER
 
 logger = logging.getLogger(__name__)
@@ -252,8 +252,8 @@ TRAIN_CV_ESTIMATES: dict[str, str] = {
     "nested": (
         "nested cross-validation: search, selection and calibration rerun inside each outer "
         "fold, which scores the patients it left out (honest about the selection); then "
-        "recalibrated, cross-fitted by outer fold, by the calibration the nested CV measured, "
-        "which the final head's calibration includes"
+        "recalibrated by the calibration the nested CV measured, which the final head's "
+        "calibration includes, each patient's risk by one fitted on the other patients"
     ),
     "selection": (
         "the cross-validation that chose the family and hyperparameters (optimistic; set "
@@ -271,7 +271,7 @@ def predict_out_of_fold(
     With ``heads.outer_cv.n_splits`` set, nested CV (:func:`clnm_kedro.heads.nested_out_of_fold`),
     whose risks are then recalibrated (:func:`clnm_kedro.heads.nested.optimism_correction`):
     the recalibration fitted on all of them is folded into the final head's calibration, and
-    each ``train_cv`` risk passes through one fitted without its outer fold. Otherwise the
+    each ``train_cv`` risk passes through one fitted on every other patient. Otherwise the
     chosen head is refitted in every fold of the search's CV (with repeated CV a patient's
     probability is the mean over the repeats) and passed through the head's calibration, and
     the final head is the searched one. External patients are not used.
@@ -295,13 +295,12 @@ def predict_out_of_fold(
             X, y, settings.spec, model_name=settings.model, seed=settings.seed
         )
         outer_folds = folds.to_dict(orient="records")
-        groups = outer_fold_groups(y, settings.spec.outer_splits, settings.seed)
-        correction, probabilities = optimism_correction(y, nested, groups, settings.model)
+        correction, probabilities = optimism_correction(y, nested, settings.model)
         head = searched_head.recalibrated(correction)
         correction_entry["optimism_correction"] = correction.to_dict()
         logger.info(
             "%s model: the nested CV's risks recalibrated (intercept %.3f, slope %.3f), in the "
-            "final head's calibration and, fitted without each outer fold, in train_cv.",
+            "final head's calibration and, fitted without each patient, in train_cv.",
             settings.model,
             correction.intercept,
             correction.slope,

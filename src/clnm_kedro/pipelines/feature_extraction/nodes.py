@@ -95,7 +95,7 @@ def score_with_network(
     held out when ``out_of_fold`` (the training run), the ensemble's mean otherwise (new
     patients: ``inference`` passes ``False`` so a reused patient ID never picks one fold
     network); the probability is the calibrated risk of the fused logit (for an out-of-fold
-    row through a calibration fitted without its fold group: :func:`cross_fitted_risks`), and
+    row through the calibration fitted on the other rows: :func:`cross_fitted_risks`), and
     the table also has ``source`` and ``ensemble_probability``. A single network (an older
     checkpoint): penultimate-layer features and its probability.
 
@@ -116,9 +116,9 @@ def score_with_network(
     oof = outputs.out_of_fold
     ensemble_logits = outputs.ensemble
     risks = network.risk(outputs.logits[:, 0])
-    if oof.any():  # train_cv risks: the calibration cross-fitted as well
+    if oof.any():  # train_cv risks: the calibration left out as well
         labels = pd.to_numeric(patient_splits["clnm"], errors="coerce").to_numpy()
-        risks[oof] = cross_fitted_risks(labels[oof], outputs.logits[oof, 0], assignment[oof])
+        risks[oof] = cross_fitted_risks(labels[oof], outputs.logits[oof, 0])
     probabilities = _probability_table(patient_splits, risks)
     probabilities[SOURCE_COLUMN] = outputs.source.astype(str)
     probabilities[ENSEMBLE_COLUMN] = network.risk(ensemble_logits[:, 0])
