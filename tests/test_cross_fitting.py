@@ -272,7 +272,7 @@ def test_train_cv_risks_come_from_a_calibration_that_never_saw_the_patient() -> 
     assert np.abs(np.delete(after, 11) - np.delete(risks, 11)).min() > 0
     fit = calibration_intercept_slope(labels, risks)
     assert abs(fit.intercept) < 0.1 and abs(fit.slope - 1) < 0.1
-    with pytest.raises(ValueError, match="1 rows with the outcome and 3 without"):
+    with pytest.raises(ValueError, match="1 with the outcome and 3 without"):
         cross_fitted_risks(np.r_[1, 0, 0, 0], np.zeros(4))
 
 

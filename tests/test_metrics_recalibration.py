@@ -102,7 +102,7 @@ def test_leave_one_out_calibration_of_uninformative_scores_keeps_the_order() -> 
 
 @pytest.mark.filterwarnings("ignore:Perfect separation")
 def test_leave_one_out_calibration_refuses_what_it_cannot_fit() -> None:
-    with pytest.raises(ValueError, match="1 rows with the outcome and 3 without"):
+    with pytest.raises(ValueError, match="1 with the outcome and 3 without"):
         leave_one_out_calibration(np.r_[1, 0, 0, 0], np.full(4, 0.3))
     with pytest.raises(ValueError, match="probabilities has 4 values but there are 3 outcomes"):
         leave_one_out_calibration(np.r_[1, 0, 1], np.full(4, 0.3))

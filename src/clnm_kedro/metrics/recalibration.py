@@ -154,7 +154,7 @@ def leave_one_out_calibration(
     counts = np.bincount(y, minlength=2)
     if counts.min() < 2:
         raise ValueError(
-            f"{counts[1]} rows with the outcome and {counts[0]} without: leaving one out needs "
+            f"{counts[1]} with the outcome and {counts[0]} without: leaving one out needs "
             "at least two of each to fit a calibration"
         )
     z = _logit(p)
