@@ -445,9 +445,7 @@ def test_same_seed_repeats_exactly(tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(first, second)
     assert results[0].params == results[1].params
     assert results[0].cv_auc == results[1].cv_auc
-    np.testing.assert_array_equal(
-        results[0].pipeline.predict_proba(X), results[1].pipeline.predict_proba(X)
-    )
+    assert_same_numbers(results[0].pipeline.predict_proba(X), results[1].pipeline.predict_proba(X))
     other_seed = fit_head(X, y, spec, storage_url=None, seed=8)
     assert other_seed.comparison["best_params"].tolist() != first["best_params"].tolist()
 
@@ -519,7 +517,7 @@ def test_external_rows_change_nothing_fitted(tmp_path: Path) -> None:
 
     original, original_predictions = run(table, "original")
     after, after_predictions = run(changed, "changed")
-    np.testing.assert_array_equal(original_predictions, after_predictions)
+    assert_same_numbers(original_predictions, after_predictions)
     assert original.cv_auc == after.cv_auc
     pd.testing.assert_frame_equal(
         original.comparison.drop(columns="search_seconds"),

@@ -309,7 +309,7 @@ def test_single_view_network_uses_only_its_own_view() -> None:
     changed_longitudinal = crops.copy()
     changed_longitudinal[:, 0] = 255 - changed_longitudinal[:, 0]
     base = predict_probabilities(model, crops)
-    np.testing.assert_array_equal(predict_probabilities(model, changed_transverse), base)
+    assert_same_numbers(predict_probabilities(model, changed_transverse), base)
     assert not np.allclose(predict_probabilities(model, changed_longitudinal), base)
 
 
