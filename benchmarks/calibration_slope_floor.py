@@ -27,10 +27,10 @@ Result of the shipped run: ``benchmarks/results/calibration_slope_floor.json``.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
+from _results import emit, share_within
 from scipy import optimize, special
 
 from clnm_kedro.metrics.calibration import calibration_intercept_slope
@@ -72,10 +72,6 @@ def one_cohort(
     return chi2, left_out, truth
 
 
-def within(values: np.ndarray) -> float:
-    return float(np.mean((values >= 0.9) & (values <= 1.1)))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cohorts", type=int, default=300)
@@ -99,16 +95,13 @@ def main() -> None:
             "loo_slope_mean": float(left_out.mean()),
             "loo_slope_sd": float(left_out.std(ddof=1)),
             "loo_minus_floor_median": float(np.median(left_out - (1.0 - 2.0 / chi2))),
-            "loo_share_within_0.9_1.1": within(left_out),
+            "loo_share_within_0.9_1.1": share_within(left_out),
             "true_slope_median": float(np.median(truth)),
             "true_slope_mean": float(truth.mean()),
             "true_slope_sd": float(truth.std(ddof=1)),
-            "true_share_within_0.9_1.1": within(truth),
+            "true_share_within_0.9_1.1": share_within(truth),
         }
-    text = json.dumps(summary, indent=2)
-    print(text)
-    if args.out is not None:
-        args.out.write_text(text + "\n")
+    emit(summary, args.out)
 
 
 if __name__ == "__main__":

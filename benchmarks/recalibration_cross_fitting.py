@@ -29,11 +29,11 @@ Result of the shipped run: ``benchmarks/results/recalibration_cross_fitting.json
 from __future__ import annotations
 
 import argparse
-import json
 import warnings
 from pathlib import Path
 
 import numpy as np
+from _results import emit, share_within
 from scipy import special
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegressionCV
@@ -124,12 +124,9 @@ def main() -> None:
             "slope_sd": float(slope.std(ddof=1)),
             "slope_rmse_vs_truth": float(np.sqrt(np.mean((slope - truth[:, 1]) ** 2))),
             "intercept_rmse_vs_truth": float(np.sqrt(np.mean((intercept - truth[:, 0]) ** 2))),
-            "share_slope_within_0.9_1.1": float(np.mean((slope >= 0.9) & (slope <= 1.1))),
+            "share_slope_within_0.9_1.1": share_within(slope),
         }
-    text = json.dumps(summary, indent=2)
-    print(text)
-    if args.out is not None:
-        args.out.write_text(text + "\n")
+    emit(summary, args.out)
 
 
 if __name__ == "__main__":
