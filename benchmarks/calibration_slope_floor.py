@@ -65,9 +65,10 @@ def one_cohort(
     """(chi2, pooled leave-one-out slope, true slope on new patients) of one cohort."""
     x = rng.normal(size=n)
     y = rng.binomial(1, special.expit(a + beta * x))
-    calibration = LogitCalibration.fit(y, score(x))
-    chi2 = likelihood_ratio(y, calibration.apply(score(x)))
-    left_out = calibration_intercept_slope(y, leave_one_out_calibration(y, score(x))).slope
+    scores = score(x)
+    calibration = LogitCalibration.fit(y, scores)
+    chi2 = likelihood_ratio(y, calibration.apply(scores))
+    left_out = calibration_intercept_slope(y, leave_one_out_calibration(y, scores)).slope
     truth = calibration_intercept_slope(fresh[1], calibration.apply(score(fresh[0]))).slope
     return chi2, left_out, truth
 

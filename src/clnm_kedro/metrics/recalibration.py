@@ -26,6 +26,11 @@ from clnm_kedro.metrics._validation import check_labels, check_scores
 __all__ = ["LogitCalibration", "leave_one_out_calibration"]
 
 PROBABILITY_CLIP = 1e-15
+# Why a recalibration fit fails, and what to check (said by every fit of this module).
+_NOT_CONVERGED = (
+    "did not converge (the scores separate the classes perfectly or carry no information); "
+    "check the out-of-fold predictions"
+)
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -63,10 +68,7 @@ class LogitCalibration:
         fit = sm.GLM(labels, design, family=sm.families.Binomial()).fit()
         intercept, slope = (float(v) for v in fit.params)
         if not (np.isfinite(intercept) and np.isfinite(slope)):
-            raise ValueError(
-                "the recalibration did not converge (the scores separate the classes "
-                "perfectly or carry no information); check the out-of-fold predictions"
-            )
+            raise ValueError(f"the recalibration {_NOT_CONVERGED}")
         return cls(intercept, slope, n=len(labels), events=int(labels.sum()))
 
     def apply(self, p: npt.ArrayLike) -> np.ndarray:
@@ -197,10 +199,7 @@ def _leave_out_fits(
         params += step
         if np.abs(step).max() < _NEWTON_TOLERANCE:
             return params
-    raise ValueError(
-        "a leave-one-out recalibration did not converge (the scores separate the classes "
-        "perfectly or carry no information); check the out-of-fold predictions"
-    )
+    raise ValueError(f"a leave-one-out recalibration {_NOT_CONVERGED}")
 
 
 def _newton_step(
